@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""The rotation's phases as pure functions over one node's CA fields.
+
+A rotation replaces OLD by NEW in three phases, each a desired state of the node:
+
+  accept  NEW joins the accepted CAs            issuing OLD, accepted ... + NEW
+  swap    NEW issues, OLD stays accepted        issuing NEW, accepted ... + OLD
+  remove  OLD is no longer accepted             issuing NEW, accepted ...
+
+Where a node stands is read from its live fields (fingerprints), never from a local
+file, so a rerun after any interruption continues where the nodes are. Each phase only
+moves a node forward: running an earlier phase on a node that is further along is a no-op,
+and a later phase on a node that is behind is refused (remove) or brings it along (swap
+also accepts). CAs that are neither OLD nor NEW are left untouched and reported.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError
+
+PHASES = ("accept", "swap", "remove")
+
+# Node progress, in order. "foreign": the node's issuing CA is neither OLD nor NEW.
+PENDING, ACCEPTED, SWAPPED, REMOVED, FOREIGN = "pending", "accepted", "swapped", "removed", "foreign"
+PROGRESS = (PENDING, ACCEPTED, SWAPPED, REMOVED)
+PHASE_REACHES = {"accept": ACCEPTED, "swap": SWAPPED, "remove": REMOVED}
+
+
+class NodeCAs(NamedTuple):
+    """One node's CA fields of one kind, as fingerprints (issuing may be None on a worker shape without one)."""
+    issuing: str | None
+    accepted: tuple[str, ...]
+
+
+def progress(node_cas, old, new):
+    """Where a node stands in the rotation OLD -> NEW (fingerprints)."""
+    if node_cas.issuing == new:
+        return SWAPPED if old in node_cas.accepted else REMOVED
+    if node_cas.issuing == old:
+        return ACCEPTED if new in node_cas.accepted else PENDING
+    return FOREIGN
+
+
+def strays(node_cas, old, new):
+    """Accepted CAs that are neither OLD nor NEW, e.g. left by an aborted `talosctl rotate-ca`."""
+    return tuple(fp for fp in node_cas.accepted if fp not in (old, new))
+
+
+def desired_state(phase, node_cas, old, new, node="node", preview=False):
+    """The CA fields a node must have after `phase`, as (issuing, accepted) fingerprints.
+
+    Raises RotationStateError when the phase cannot apply to where the node stands. With
+    `preview` (check mode, where earlier phases were only dry-run), the earlier phases are
+    applied first, so the result is where the node would be after this phase of a real run.
+    """
+    if preview and phase in PHASES:
+        for earlier in PHASES[:PHASES.index(phase)]:
+            node_cas = NodeCAs(*desired_state(earlier, node_cas, old, new, node))
+    return _desired_state(phase, node_cas, old, new, node)
+
+
+def _desired_state(phase, node_cas, old, new, node):
+    if phase not in PHASES:
+        raise RotationStateError("unknown phase %r: use one of %s." % (phase, ", ".join(PHASES)))
+    if old == new:
+        raise RotationStateError("the new CA is the CA being replaced (%s): generate a new CA for this rotation." % new[:16])
+    where = progress(node_cas, old, new)
+    if where == FOREIGN:
+        raise RotationStateError(
+            "%s: its issuing CA (%s) is neither the CA being replaced (%s) nor the new CA (%s). The rotation directory "
+            "belongs to another cluster or rotation, or the node was changed by hand: check the node's machine config "
+            "and the rotation directory before going on." % (node, (node_cas.issuing or "none")[:16], old[:16], new[:16]))
+    target = PHASE_REACHES[phase]
+    if PROGRESS.index(where) >= PROGRESS.index(target):
+        return node_cas.issuing, node_cas.accepted
+    others = strays(node_cas, old, new)
+    if phase == "accept":
+        return old, node_cas.accepted + (new,)
+    if phase == "swap":
+        return new, others + (old,)
+    if where != SWAPPED:
+        raise RotationStateError(
+            "%s has not swapped to the new CA yet (it is at '%s'): run the swap phase before removing the old CA, "
+            "or the node would stop trusting every client it has." % (node, where))
+    return new, others

@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""The rotation directory: where a rotation's new CA lives, durable before any node sees it.
+
+Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
+
+  <dir>/ca.crt            the new CA
+  <dir>/ca.key            its key, under the PEM label Talos writes
+  <dir>/previous-ca.crt   the CA being replaced (certificate only)
+  <dir>/rotation.json     kind, fingerprints, creation time (no key material)
+
+The set is written into a sibling temp folder and renamed into place, so the directory
+either holds a whole rotation or none: a run killed mid-write leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki
+from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError, TalosPKIError
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+PREVIOUS_CA_CERT = "previous-ca.crt"
+STATE_FILE = "rotation.json"
+FORMAT_VERSION = 1
+
+
+class Rotation:
+    """A rotation directory that exists on disk and is whole."""
+
+    def __init__(self, path, state):
+        self.path = path
+        self.state = state
+
+    @property
+    def kind(self):
+        return self.state["kind"]
+
+    @property
+    def ca_fingerprint(self):
+        return self.state["ca_fingerprint"]
+
+    @property
+    def previous_ca_fingerprint(self):
+        return self.state["previous_ca_fingerprint"]
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def ca(self):
+        """The new CA with its key (PEM bytes), validated as a pair."""
+        crt = _files.read_bytes(self.file(CA_CERT), "rotation CA certificate")
+        key = _files.read_bytes(self.file(CA_KEY), "rotation CA key")
+        _pki.check_key_pair(crt, key, what="rotation CA in %s" % self.path)
+        return _pki.CertAndKey(crt, key)
+
+    def previous_ca_cert(self):
+        return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
+
+    def facts(self):
+        """Paths and public facts for task output: never key material."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "ca_cert_path": self.file(CA_CERT),
+            "ca_key_path": self.file(CA_KEY),
+            "previous_ca_cert_path": self.file(PREVIOUS_CA_CERT),
+            "ca_fingerprint": self.ca_fingerprint,
+            "previous_ca_fingerprint": self.previous_ca_fingerprint,
+            "created": self.state["created"],
+        }
+
+
+def load(path, kind=None):
+    """The rotation at `path`, or None when there is none. Refuses a directory that is not a whole rotation."""
+    state_path = os.path.join(path, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    if not os.path.isdir(path):
+        raise RotationStateError("%s exists and is not a directory: point the rotation directory elsewhere or move that file away." % path)
+    if not os.path.exists(state_path):
+        if os.listdir(path):
+            raise RotationStateError(
+                "%s is not empty but holds no %s: it is not a rotation directory of this collection. Use an empty or new "
+                "directory." % (path, STATE_FILE))
+        return None
+    try:
+        state = json.loads(_files.read_bytes(state_path, "rotation state"))
+    except ValueError as exc:
+        raise RotationStateError("%s is not valid JSON (%s): restore it from a backup or move the directory away." % (state_path, exc)) from exc
+    missing = [name for name in (CA_CERT, CA_KEY, PREVIOUS_CA_CERT) if not os.path.isfile(os.path.join(path, name))]
+    if missing or state.get("format") != FORMAT_VERSION:
+        raise RotationStateError("rotation directory %s is incomplete or of an unknown format (missing: %s): restore it from a backup; "
+                                 "if no node has seen its CA yet, move it away and start again." % (path, ", ".join(missing) or "none"))
+    if kind is not None and state.get("kind") != kind:
+        raise RotationStateError("%s holds a %s CA rotation, not a %s one: use a separate directory per CA kind." % (path, state.get("kind"), kind))
+    rotation = Rotation(path, state)
+    if _pki.fingerprint(_files.read_bytes(rotation.file(CA_CERT), "rotation CA certificate")) != rotation.ca_fingerprint:
+        raise RotationStateError("%s: ca.crt does not match the fingerprint recorded in %s. The directory was altered: restore it." % (path, STATE_FILE))
+    return rotation
+
+
+def create(path, kind, previous_ca_crt, new_ca):
+    """Persist a new rotation atomically: key and certificates land together, 0600, before anyone uses them."""
+    if load(path) is not None:
+        raise RotationStateError("%s already holds a rotation: resume it, or archive it to start a new one." % path)
+    parent = os.path.dirname(os.path.abspath(path))
+    _files.ensure_private_dir(parent)
+    state = {
+        "format": FORMAT_VERSION,
+        "kind": kind,
+        "ca_fingerprint": _pki.fingerprint(new_ca.crt),
+        "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    staging = tempfile.mkdtemp(prefix=".%s.staging-" % os.path.basename(path), dir=parent)
+    try:
+        os.chmod(staging, _files.PRIVATE_DIR_MODE)
+        _files.atomic_write(os.path.join(staging, CA_KEY), new_ca.key)
+        _files.atomic_write(os.path.join(staging, CA_CERT), new_ca.crt)
+        _files.atomic_write(os.path.join(staging, PREVIOUS_CA_CERT), previous_ca_crt)
+        _files.atomic_write(os.path.join(staging, STATE_FILE), (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
+        if os.path.isdir(path):
+            os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
+        os.rename(staging, path)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TalosPKIError("cannot write the rotation directory %s: %s. Choose a writable location." % (path, exc.strerror)) from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Rotation(path, state)
+
+
+def archive(path):
+    """Move a finished rotation aside (<path>.archived-<UTC time>) so a new one can start."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = "%s.archived-%s" % (path.rstrip(os.sep), stamp)
+    os.rename(path, target)
+    return target
