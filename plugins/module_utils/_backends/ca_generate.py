@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""talos_ca_generate: the rotation's new CA, on disk before anything uses it; client credentials from it."""
+
+from __future__ import annotations
+
+import datetime
+import tempfile
+
+from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle, TalosConfig, TalosContext
+
+ARGUMENT_SPEC = {
+    "path": {"type": "path", "required": True},
+    "kind": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
+    "algorithm": {"type": "str", "choices": list(_pki.ALGORITHMS)},
+    "validity_hours": {"type": "int", "default": 87600},
+    "previous_ca": {"type": "str"},
+    "create": {"type": "bool", "default": True},
+    "start_new": {"type": "bool", "default": False},
+    "talosconfig": {
+        "type": "dict",
+        "options": {
+            "path": {"type": "path", "required": True},
+            "context": {"type": "str", "required": True},
+            "endpoints": {"type": "list", "elements": "str"},
+            "nodes": {"type": "list", "elements": "str"},
+            "roles": {"type": "list", "elements": "str", "default": ["os:admin"]},
+            "trust_previous_ca": {"type": "bool", "default": False},
+            "validity_hours": {"type": "int", "default": 8760},
+        },
+    },
+    "secrets_file": {"type": "path"},
+    "return_key": {"type": "bool", "default": False},
+}
+
+# A client certificate closer than this to expiry is reissued on the next run.
+CLIENT_RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+def run(params, check_mode=False, diff=False):
+    if params["validity_hours"] < 1:
+        raise ConfigError("validity_hours must be a positive number of hours (Talos uses 87600, ten years).")
+    rotation = _rotation_store.load(params["path"], kind=params["kind"])
+    result = {"changed": False, "throwaway": False, "archived": None}
+    if rotation is not None and params["start_new"]:
+        result["archived"] = _archive_completed(rotation, params, check_mode)
+        rotation = None if result["archived"] else rotation
+    if rotation is None:
+        rotation = _create(params, check_mode)
+        result.update(changed=True, throwaway=check_mode)
+    ca = rotation.ca()
+    _pki.validate_ca(ca.crt, ca.key, what="rotation CA in %s" % rotation.path)
+    result.update(rotation.facts(), ca=_pki.describe_certificate(ca.crt), previous_ca=_pki.describe_certificate(rotation.previous_ca_cert()))
+    if params["talosconfig"]:
+        result["talosconfig"] = _issue_talosconfig(params["talosconfig"], rotation, ca, check_mode)
+        result["changed"] |= result["talosconfig"]["changed"]
+    if params["secrets_file"]:
+        result["secrets_file"] = _update_secrets(params["secrets_file"], rotation, ca, check_mode)
+        result["changed"] |= result["secrets_file"]["changed"]
+    if params["return_key"]:
+        # The caller asked for the key: the whole result is hidden from output and logs.
+        result.update(ca_key=ca.key.decode(), _ansible_no_log=True)
+    return result
+
+
+def _archive_completed(rotation, params, check_mode):
+    """Move a completed rotation aside; refuse one still in progress (its CA would be lost mid-way)."""
+    current = params["previous_ca"]
+    if not current or _pki.fingerprint(current.encode()) != rotation.ca_fingerprint:
+        raise RotationStateError("start_new was asked but the rotation in %s has not completed: the cluster's issuing CA is not yet "
+                                 "its new CA %s. Finish that rotation first (run again without start_new)." % (rotation.path, rotation.ca_fingerprint[:16]))
+    if check_mode:
+        return rotation.path + ".archived-<time>"
+    return _rotation_store.archive(rotation.path)
+
+
+def _create(params, check_mode):
+    if not params["create"]:
+        raise RotationStateError("no %s CA rotation in %s and create=false: the CA this step expects is missing. Restore the "
+                                 "rotation directory from a backup; never start over once nodes have seen the CA." % (params["kind"], params["path"]))
+    if not params["previous_ca"]:
+        raise RotationStateError("previous_ca is required to start a rotation: give the current issuing CA certificate (PEM) "
+                                 "of the cluster, e.g. from talos_cluster_info's issuing_ca.")
+    previous = params["previous_ca"].encode()
+    _pki.validate_ca(previous, what="previous CA")
+    new_ca = _pki.generate_ca(params["kind"], params["algorithm"], validity_hours=params["validity_hours"])
+    # Check mode must not touch the rotation directory, yet later dry runs need a CA with a key:
+    # a throwaway CA no node will ever trust goes to a private temp dir instead.
+    path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
+    return _rotation_store.create(path, params["kind"], _pki.split_pem_certificates(previous)[0], new_ca)
+
+
+def _issue_talosconfig(options, rotation, ca, check_mode):
+    """Write (or keep) a talosconfig context whose client cert comes from the rotation's CA."""
+    server_cas = ca.crt + (rotation.previous_ca_cert() if options["trust_previous_ca"] else b"")
+    try:
+        existing = TalosConfig.load(options["path"])
+    except ConfigError:
+        existing = None
+    current = _current_context(existing, options["context"])
+    reusable = current is not None and _client_reusable(current, ca, options["roles"])
+    desired_crt, desired_key = (current.crt, current.key) if reusable else (None, None)
+    wanted = _endpoints_and_nodes(options, current)
+    unchanged = reusable and (current.endpoints, current.nodes) == wanted and _pki.split_pem_certificates(current.ca) == _pki.split_pem_certificates(server_cas)
+    outcome = {"path": options["path"], "context": options["context"], "changed": not unchanged}
+    if unchanged or check_mode:
+        return outcome
+    if not reusable:
+        issued = _pki.issue_client_certificate(ca, roles=options["roles"], validity_hours=options["validity_hours"])
+        desired_crt, desired_key = issued.crt, issued.key
+    talosconfig = existing or TalosConfig.empty()
+    talosconfig.set_context(TalosContext(options["context"], wanted[0], wanted[1], server_cas, desired_crt, desired_key), make_current=True)
+    talosconfig.save(options["path"])
+    return outcome
+
+
+def _endpoints_and_nodes(options, current):
+    """Given endpoints/nodes, else the context's own: the user's defaults survive a credentials refresh."""
+    endpoints = options["endpoints"] if options["endpoints"] is not None else (current.endpoints if current else None)
+    if not endpoints:
+        raise ConfigError("talosconfig.endpoints is required to create context %s in %s: give the control-plane endpoints." % (
+            options["context"], options["path"]))
+    nodes = options["nodes"] if options["nodes"] is not None else (current.nodes if current else ())
+    return tuple(endpoints), tuple(nodes)
+
+
+def _current_context(talosconfig, name):
+    if talosconfig is None or name not in talosconfig.context_names:
+        return None
+    return talosconfig.get_context(name)
+
+
+def _client_reusable(context, ca, roles):
+    try:
+        cert = _pki.load_certificate(context.crt)
+        _pki.check_key_pair(context.crt, context.key, what="client certificate")
+    except Exception:  # pylint: disable=broad-except
+        return False  # anything unusable is replaced, which is what the caller wants
+    facts = _pki.describe_certificate(cert)
+    not_after = datetime.datetime.strptime(facts["not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return (_pki.is_issued_by(context.crt, ca.crt) and sorted(facts["organization"]) == sorted(roles)
+            and not_after - datetime.datetime.now(datetime.timezone.utc) > CLIENT_RENEW_BEFORE)
+
+
+def _update_secrets(path, rotation, ca, check_mode):
+    bundle = SecretsBundle.load(path)
+    current_crt, current_key = bundle.get_ca(rotation.kind)
+    current_fingerprint = _pki.fingerprint(current_crt)
+    if current_fingerprint == rotation.ca_fingerprint and current_key:
+        _pki.check_key_pair(current_crt, current_key, what="%s CA in %s" % (rotation.kind, path))
+        return {"path": path, "changed": False, "backup": None}
+    if current_fingerprint not in (rotation.previous_ca_fingerprint, rotation.ca_fingerprint):
+        raise ConfigError("%s holds a %s CA (%s) that is neither the rotation's previous CA nor its new CA: it belongs to another "
+                          "cluster. Point secrets_file at this cluster's secrets.yaml." % (path, rotation.kind, current_fingerprint[:16]))
+    if check_mode:
+        return {"path": path, "changed": True, "backup": None}
+    bundle.set_ca(rotation.kind, ca.crt, ca.key)
+    return {"path": path, "changed": True, "backup": bundle.save(path, backup=True)}

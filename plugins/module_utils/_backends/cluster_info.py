@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""talos_cluster_info: read every node's CA fields and type, concurrently, and check them against the inventory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
+from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, NotFoundError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+
+ARGUMENT_SPEC = with_auth({
+    "controlplanes": {"type": "list", "elements": "str", "required": True},
+    "workers": {"type": "list", "elements": "str", "default": []},
+    "prefer_talosconfig": {"type": "path"},
+    "rotation_dirs": {"type": "dict", "default": {}},
+    "concurrency": {"type": "int", "default": 64},
+})
+
+KINDS = ("talos", "kubernetes")
+MINIMUM_VERSION = (1, 7)
+
+
+def run(params, check_mode=False, diff=False):
+    nodes = list(params["controlplanes"]) + list(params["workers"])
+    duplicates = sorted({node for node in nodes if nodes.count(node) > 1})
+    if duplicates:
+        raise TalosPKIError("nodes listed more than once in the inventory: %s. Each node must appear once, in controlplane "
+                            "or worker." % ", ".join(duplicates))
+    if not params["controlplanes"]:
+        raise TalosPKIError("no control-plane nodes given: the inventory group of control planes is empty. A rotation "
+                            "patches control planes first; list them.")
+    user_target = Target(params)
+    target = _choose_credentials(params, user_target)
+    rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
+    cluster = run_async(_gather(params, target, nodes))
+    problems = _check(cluster, params, rotations)
+    result = dict(cluster, changed=False, talosconfig=user_target.talosconfig_path, context=user_target.context.name,
+                  talosconfig_used=target.talosconfig_path, endpoints=list(target.endpoints))
+    if problems:
+        result.update(failed=True, msg="preflight refused the rotation before any change: " + " ".join(problems))
+    return result
+
+
+def _choose_credentials(params, user_target):
+    """The rotation's new admin talosconfig once the endpoint trusts it, else the user's."""
+    preferred = params.get("prefer_talosconfig")
+    if preferred and os.path.isfile(preferred):
+        target = Target(dict(params, context=user_target.context.name), talosconfig=preferred)
+        try:
+            run_async(_version(target))
+            return target
+        except ClientNotTrustedError:
+            pass
+    return user_target
+
+
+async def _version(target):
+    async with target.client() as client:
+        return await client.version()
+
+
+async def _gather(params, target, nodes):
+    limit = asyncio.Semaphore(params["concurrency"])
+    async with target.client() as client:
+        async def one(node):
+            async with limit:
+                return node, await _read_node(client, node)
+        per_node = dict(await asyncio.gather(*(one(node) for node in nodes)))
+        roots = {"talos": await client.os_root(), "kubernetes": await _kubernetes_root(client)}
+        members = await client.members()
+    issuing = {}
+    for kind, root in roots.items():
+        crt = (root or {}).get("issuing_ca", {}) or {}
+        if crt.get("crt"):
+            facts = _pki.describe_certificate(crt["crt"])
+            issuing[kind] = {"crt": crt["crt"].decode(), "fingerprint": facts["fingerprint_sha256"],
+                             "subject": facts["subject"], "not_after": facts["not_after"], "key_type": facts["key_type"]}
+    return {"nodes": per_node, "issuing_ca": issuing, "members": members}
+
+
+async def _kubernetes_root(client):
+    try:
+        return await client.kubernetes_root()
+    except NotFoundError:
+        return None
+
+
+async def _read_node(client, node):
+    version = await client.version(node=node)
+    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+    facts = {"hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
+             "kubernetes_ca_location": config.kubernetes_ca_location}
+    for kind in KINDS:
+        fields = config.get_ca(kind)
+        facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
+                       "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
+    return facts
+
+
+def _parse_version(tag):
+    try:
+        major, minor = tag.lstrip("v").split(".")[:2]
+        return int(major), int(minor)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _check(cluster, params, rotations):
+    problems = []
+    nodes = cluster["nodes"]
+    for group, members in (("controlplane", params["controlplanes"]), ("worker", params["workers"])):
+        for node in members:
+            actual = "worker" if nodes[node]["machine_type"] == "worker" else "controlplane"
+            if actual != group:
+                problems.append("%s is listed under %s but its machine.type is %s: move it to the %s group." % (
+                    node, group, nodes[node]["machine_type"], actual))
+    for node, facts in nodes.items():
+        version = _parse_version(facts["talos_version"])
+        if version is not None and version < MINIMUM_VERSION:
+            problems.append("%s runs Talos %s: CA rotation needs Talos v1.7 or later (acceptedCAs); upgrade it first." % (
+                node, facts["talos_version"]))
+    for kind, rotation in rotations.items():
+        if rotation is None:
+            problems.extend(_disagreements(kind, nodes, cluster["issuing_ca"].get(kind)))
+            continue
+        for node, facts in nodes.items():
+            cas = _rotation.NodeCAs(facts[kind]["issuing_ca"], tuple(facts[kind]["accepted_cas"]))
+            facts[kind]["progress"] = _rotation.progress(cas, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
+            if facts[kind]["progress"] == _rotation.FOREIGN:
+                problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
+                                "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
+    return problems
+
+
+def _disagreements(kind, nodes, endpoint_issuing):
+    """Before a rotation starts, every node must issue with the CA the endpoint reports."""
+    expected = (endpoint_issuing or {}).get("fingerprint")
+    odd = sorted(node for node, facts in nodes.items() if facts[kind]["issuing_ca"] not in (None, expected))
+    if not odd:
+        return []
+    return ["%s: the %s issuing CA differs from the endpoint's (%s), so a rotation is already half done (an aborted "
+            "`talosctl rotate-ca`?) or the nodes belong to different clusters. Bring every node back to one issuing CA "
+            "first." % (", ".join(odd), kind, (expected or "none")[:16])]

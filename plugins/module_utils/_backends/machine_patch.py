@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""talos_machine_patch: bring one node's CA fields to the state of one rotation phase."""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
+from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
+from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+
+ARGUMENT_SPEC = with_auth({
+    "node": {"type": "str", "required": True},
+    "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES)},
+    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
+    "rotation_dir": {"type": "path", "required": True},
+    "machine_type": {"type": "str", "choices": ["controlplane", "worker"]},
+    "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},
+})
+
+REDACTED = "<redacted>"
+# Key material a node may echo in a dry-run diff: `key: <base64>` values and raw PEM private keys.
+_KEY_VALUE = re.compile(r"(\bkey:\s*)(?!\"\"|''|$)\S+", re.MULTILINE)
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL)
+_PEM_BODY_LINE = re.compile(r"^([+\- ]?\s*)[A-Za-z0-9+/=]{40,}$", re.MULTILINE)
+
+
+def run(params, check_mode=False, diff=False):
+    rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"])
+    if rotation is None:
+        raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
+    target = Target(params)
+    return run_async(_patch(params, target, rotation, check_mode, diff))
+
+
+async def _patch(params, target, rotation, check_mode, diff):
+    node, kind, phase = params["node"], params["ca"], params["phase"]
+    new_ca, old_crt = rotation.ca(), rotation.previous_ca_cert()
+    async with target.client() as client:
+        config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+        _check_machine_type(node, config.machine_type, params["machine_type"])
+        current = config.get_ca(kind)
+        before = _node_cas(current)
+        issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
+                                                    node=node, preview=check_mode)
+        result = {
+            "node": node,
+            "machine_type": config.machine_type,
+            "phase": phase,
+            "progress_before": _rotation.progress(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint),
+            "stray_ca_fingerprints": list(_rotation.strays(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)),
+        }
+        after = _rotation.NodeCAs(issuing, accepted)
+        result["progress_after"] = _rotation.progress(after, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
+        result["issuing_ca_fingerprint"], result["accepted_ca_fingerprints"] = issuing, list(accepted)
+        if after == before:
+            return dict(result, changed=False)
+
+        certificates = _certificates_by_fingerprint(current, old_crt, new_ca.crt)
+        control_plane = config.machine_type != "worker"
+        if issuing == rotation.ca_fingerprint and before.issuing != issuing:
+            issuing_key = new_ca.key if control_plane else None  # workers never hold a CA key
+        else:
+            issuing_key = current.issuing_key
+        desired = (certificates[issuing], issuing_key, tuple(certificates[fp] for fp in accepted))
+        if kind == "talos" and not check_mode:  # a dry run locks nobody out
+            _refuse_lockout(node, target.credentials.crt, desired)
+        config.set_ca(kind, *desired)
+        applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode)
+    result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
+    if check_mode:
+        result["dry_run_summary"] = redact_key_material(applied.get("mode_details", ""))
+    if diff:
+        result["diff"] = {"before": _describe_fields(current.issuing_crt, current.issuing_key, current.accepted),
+                          "after": _describe_fields(*desired),
+                          "before_header": "%s %s CA fields" % (node, kind), "after_header": "%s %s CA fields" % (node, kind)}
+    return result
+
+
+def _node_cas(fields):
+    return _rotation.NodeCAs(_pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
+                             tuple(_pki.fingerprint(crt) for crt in fields.accepted))
+
+
+def _certificates_by_fingerprint(current, old_crt, new_crt):
+    known = [crt for crt in (current.issuing_crt, old_crt, new_crt) if crt] + list(current.accepted)
+    return {_pki.fingerprint(crt): crt for crt in known}
+
+
+def _check_machine_type(node, actual, expected):
+    if expected is None:
+        return
+    actual_group = "worker" if actual == "worker" else "controlplane"  # init nodes are control planes
+    if actual_group != expected:
+        raise RotationStateError("%s is a %s node (machine.type %s) but the inventory lists it as %s: fix the inventory group "
+                                 "before rotating, control planes must be patched before workers." % (node, actual_group, actual, expected))
+
+
+def _refuse_lockout(node, client_crt, desired):
+    """The node must still trust the client certificate this task authenticates with."""
+    issuing_crt, _, accepted = desired
+    pool = [crt for crt in (issuing_crt,) + accepted if crt]
+    if not any(_pki.is_issued_by(client_crt, ca) for ca in pool):
+        raise RotationStateError(
+            "refusing to patch %s: afterwards it would no longer trust the client certificate this task uses, and every "
+            "later call would be refused. Use a talosconfig issued by a CA the node keeps (the rotation's new admin "
+            "talosconfig after the accept phase)." % node)
+
+
+def _describe_fields(issuing_crt, issuing_key, accepted):
+    def cert(crt):
+        facts = _pki.describe_certificate(crt)
+        return {key: facts[key] for key in ("fingerprint_sha256", "subject", "not_after")}
+    described = {"issuing_ca": cert(issuing_crt) if issuing_crt else None, "accepted_cas": [cert(crt) for crt in accepted]}
+    if described["issuing_ca"] is not None:
+        described["issuing_ca"]["key"] = REDACTED if issuing_key else None
+    return described
+
+
+def redact_key_material(text):
+    """Mask private keys in text that came from a node (a dry-run diff may include them)."""
+    text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
+    text = _KEY_VALUE.sub(lambda match: match.group(1) + REDACTED, text)
+    # A raw-PEM key block split across diff lines: its base64 body lines are masked too.
+    return _PEM_BODY_LINE.sub(lambda match: match.group(1) + REDACTED, text)

@@ -1,0 +1,214 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: talos_ca_generate
+short_description: Create a rotation's new CA on disk, and client credentials from it
+version_added: 0.1.0
+description:
+  - Creates a new CA exactly as Talos generates its own (Talos API CA - Ed25519, O=talos; Kubernetes API CA - ECDSA P-256,
+    O=kubernetes; ten years; CA key usage and both server and client EKUs) and persists it, with the certificate of the
+    CA it replaces, into the rotation directory O(path) (0700, files 0600) before anything else uses it.
+  - Idempotent - an existing, valid rotation in O(path) is reused and reported unchanged, so an interrupted rotation
+    resumes with the same new CA. Starting a new rotation means archiving the old directory first.
+  - Can issue a talosconfig context with a client certificate from the new CA (O(talosconfig)), kept while it is valid,
+    from this CA and has the asked roles, and update the CA in a C(talosctl gen secrets) bundle (O(secrets_file)), keeping a backup.
+  - Returns certificate facts and paths, never the key unless O(return_key=true).
+extends_documentation_fragment:
+  - talosops.pki._attributes
+attributes:
+  check_mode:
+    description: Nothing in O(path), O(talosconfig) or O(secrets_file) is written. When no rotation exists yet, a throwaway CA
+      no node will ever trust is made in a private temporary directory and its path returned, so later dry runs have a CA to show.
+    support: full
+  diff_mode:
+    description: No diff; the result says what was or would be written.
+    support: none
+options:
+  path:
+    description:
+      - Rotation directory of this CA (for example C(/var/lib/talos-rotation/talos)).
+    type: path
+    required: true
+  kind:
+    description:
+      - The CA to generate.
+    type: str
+    default: talos
+    choices: [talos, kubernetes]
+  algorithm:
+    description:
+      - Key algorithm. Defaults to what Talos uses for O(kind) - V(ed25519) for talos, V(ecdsa-p256) for kubernetes.
+    type: str
+    choices: [ed25519, ecdsa-p256, rsa-2048, rsa-3072, rsa-4096]
+  validity_hours:
+    description:
+      - Validity of the new CA in hours.
+    type: int
+    default: 87600
+  previous_ca:
+    description:
+      - PEM certificate of the CA being replaced (the cluster's current issuing CA). Needed to create a rotation.
+    type: str
+  create:
+    description:
+      - Create the rotation when O(path) holds none. With V(false), a missing rotation is an error - for steps that must
+        never make a CA, such as writing the final credentials.
+    type: bool
+    default: true
+  start_new:
+    description:
+      - When O(path) holds a rotation that has completed (its new CA is O(previous_ca), the cluster's issuing CA now), move it to
+        C(<path>.archived-<UTC time>) and start a new rotation. A rotation still in progress is never archived - refused.
+    type: bool
+    default: false
+  talosconfig:
+    description:
+      - Write a talosconfig context with a client certificate issued by the new CA (O(kind=talos)).
+    type: dict
+    suboptions:
+      path:
+        description: Talosconfig file to create or update (0600); other contexts in it are kept.
+        type: path
+        required: true
+      context:
+        description: Name of the context, made the current context.
+        type: str
+        required: true
+      endpoints:
+        description: Endpoints of the context. Required to create a context; when not set, an existing context keeps its own.
+        type: list
+        elements: str
+      nodes:
+        description: Default nodes of the context. When not set, an existing context keeps its own.
+        type: list
+        elements: str
+      roles:
+        description: Roles of the client certificate (its Organization values).
+        type: list
+        elements: str
+        default: ['os:admin']
+      trust_previous_ca:
+        description: Trust the previous CA as well as the new one for server certificates - what a client needs while nodes
+          change from one to the other.
+        type: bool
+        default: false
+      validity_hours:
+        description: Validity of the client certificate in hours.
+        type: int
+        default: 8760
+  secrets_file:
+    description:
+      - A C(talosctl gen secrets) bundle whose CA of O(kind) (C(certs.os) or C(certs.k8s)) is set to the new CA. The previous
+        file is kept as C(<secrets_file>.bak-<UTC time>). Refused when the bundle holds a CA of another cluster.
+    type: path
+  return_key:
+    description:
+      - Return the new CA's private key as RV(ca_key). The whole task result is then hidden from output and logs.
+    type: bool
+    default: false
+seealso:
+  - module: talosops.pki.talos_machine_patch
+author:
+  - talosops.pki contributors
+"""
+
+EXAMPLES = r"""
+- name: Create (or reuse) the new Talos API CA and an admin talosconfig trusting old and new server CAs
+  talosops.pki.talos_ca_generate:
+    path: /var/lib/talos-rotation/talos
+    kind: talos
+    previous_ca: "{{ cluster.issuing_ca.talos.crt }}"
+    talosconfig:
+      path: /var/lib/talos-rotation/talos/talosconfig
+      context: prod
+      endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+      trust_previous_ca: true
+  register: new_ca
+
+- name: After the rotation, write the user's talosconfig and secrets bundle
+  talosops.pki.talos_ca_generate:
+    path: /var/lib/talos-rotation/talos
+    create: false
+    talosconfig:
+      path: ~/.talos/config
+      context: prod
+      endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+    secrets_file: ~/clusters/prod/secrets.yaml
+"""
+
+RETURN = r"""
+path:
+  description: The rotation directory used (a temporary one for a throwaway CA in check mode).
+  returned: always
+  type: str
+archived:
+  description: Where a completed rotation was moved by O(start_new), or null.
+  returned: always
+  type: str
+throwaway:
+  description: Whether the CA is a check-mode throwaway in a temporary directory.
+  returned: always
+  type: bool
+ca_cert_path:
+  description: Path of the new CA certificate.
+  returned: always
+  type: str
+ca_key_path:
+  description: Path of the new CA key (0600).
+  returned: always
+  type: str
+previous_ca_cert_path:
+  description: Path of the certificate of the CA being replaced.
+  returned: always
+  type: str
+ca_fingerprint:
+  description: SHA-256 fingerprint of the new CA.
+  returned: always
+  type: str
+previous_ca_fingerprint:
+  description: SHA-256 fingerprint of the CA being replaced.
+  returned: always
+  type: str
+created:
+  description: When the rotation was created (UTC, ISO 8601).
+  returned: always
+  type: str
+ca:
+  description: Facts of the new CA - subject, issuer, fingerprint_sha256, not_before, not_after, is_ca, key_type, key usages.
+  returned: always
+  type: dict
+previous_ca:
+  description: Facts of the CA being replaced, as for RV(ca).
+  returned: always
+  type: dict
+talosconfig:
+  description: The talosconfig written or kept - C(path), C(context), C(changed).
+  returned: when O(talosconfig) is set
+  type: dict
+secrets_file:
+  description: The secrets bundle updated - C(path), C(changed), C(backup) (path of the backup, or null).
+  returned: when O(secrets_file) is set
+  type: dict
+ca_key:
+  description: The new CA's private key (PEM).
+  returned: when O(return_key=true)
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.talosops.pki.plugins.module_utils._ansible import run_module
+from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_generate
+
+
+def main():
+    run_module(ca_generate, AnsibleModule)
+
+
+if __name__ == "__main__":
+    main()

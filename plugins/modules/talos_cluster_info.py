@@ -1,0 +1,117 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: talos_cluster_info
+short_description: Read the CA state of every node of a Talos cluster and check it against the inventory
+version_added: 0.1.0
+description:
+  - Reads, concurrently through the endpoints, each node's version, C(machine.type) and the CA fields of the Talos API CA
+    and the Kubernetes API CA from its active machine configuration, plus the cluster's issuing CAs and members.
+  - The preflight of a rotation - fails, before anything changes, when a node is unreachable, a node's type disagrees
+    with its inventory group, a node is listed twice, a node runs Talos older than v1.7, or (with O(rotation_dirs)) a
+    node's CAs belong to neither side of the rotation in progress.
+  - With O(prefer_talosconfig), uses that talosconfig (the rotation's new admin credentials) when the endpoint already
+    trusts it, else O(talosconfig); returns which one worked, so a resumed rotation continues with working credentials.
+  - Returns fingerprints and public certificates only, never key material.
+extends_documentation_fragment:
+  - talosops.pki._auth
+  - talosops.pki._attributes
+  - talosops.pki._attributes.info_module
+options:
+  controlplanes:
+    description:
+      - Addresses of the control-plane nodes, as the inventory lists them.
+    type: list
+    elements: str
+    required: true
+  workers:
+    description:
+      - Addresses of the worker nodes, as the inventory lists them.
+    type: list
+    elements: str
+    default: []
+  prefer_talosconfig:
+    description:
+      - Talosconfig to try first; ignored when missing or refused by the endpoint.
+    type: path
+  rotation_dirs:
+    description:
+      - Rotation directories, by CA kind (C(talos), C(kubernetes)). Each node's progress in a rotation found there is
+        reported; where none exists yet, every node must issue with the same CA as the endpoint, or the preflight fails.
+    type: dict
+    default: {}
+  concurrency:
+    description:
+      - How many nodes are read at once.
+    type: int
+    default: 64
+author:
+  - talosops.pki contributors
+"""
+
+EXAMPLES = r"""
+- name: Preflight
+  talosops.pki.talos_cluster_info:
+    talosconfig: ~/.talos/config
+    controlplanes: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+    workers: [10.5.0.5, 10.5.0.6]
+  register: cluster
+  run_once: true
+
+- name: Show each node's progress
+  ansible.builtin.debug:
+    msg: "{{ cluster.nodes | dict2items | map(attribute='value.talos.progress') }}"
+"""
+
+RETURN = r"""
+nodes:
+  description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos)
+    and C(kubernetes) the C(issuing_ca) fingerprint, C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress).
+  returned: always
+  type: dict
+issuing_ca:
+  description: The cluster's issuing CAs as an endpoint reports them (C(talos), C(kubernetes)) - C(crt) (PEM certificate),
+    C(fingerprint), C(subject), C(not_after), C(key_type).
+  returned: always
+  type: dict
+members:
+  description: Cluster members an endpoint knows (C(hostname), C(addresses), C(machine_type)).
+  returned: always
+  type: list
+  elements: dict
+talosconfig:
+  description: Path of the talosconfig resolved from O(talosconfig) (or E(TALOSCONFIG), or C(~/.talos/config)).
+  returned: always
+  type: str
+context:
+  description: Name of the talosconfig context used.
+  returned: always
+  type: str
+talosconfig_used:
+  description: Path of the talosconfig whose credentials worked - O(prefer_talosconfig) or RV(talosconfig).
+  returned: always
+  type: str
+endpoints:
+  description: Endpoints used.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.talosops.pki.plugins.module_utils._ansible import run_module
+from ansible_collections.talosops.pki.plugins.module_utils._backends import cluster_info
+
+
+def main():
+    run_module(cluster_info, AnsibleModule)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: talos_machine_patch
+short_description: Bring one Talos node's CA fields to the state of a rotation phase
+version_added: 0.1.0
+description:
+  - Reads the node's active machine configuration through the Talos API, brings the CA fields of one CA to the state of
+    one phase of a rotation from the previous CA to the new CA of O(rotation_dir), and applies the configuration with
+    mode C(NO_REBOOT) only when something changes.
+  - "Phases, as upstream C(talosctl rotate-ca): V(accept) adds the new CA to the accepted CAs; V(swap) makes the new CA
+    the issuing CA (with its key on control planes, certificate only on workers) and keeps the previous CA accepted;
+    V(remove) drops the previous CA from the accepted CAs."
+  - Where the node stands is read from its live CA fields (fingerprints), so a phase only ever moves a node forward and a
+    rerun after an interruption continues where the node is. A node further along is left alone; V(remove) on a node that
+    has not swapped is refused. Accepted CAs that are neither the previous nor the new CA are kept and reported.
+  - Only the rotation's fields change (C(machine.ca), C(machine.acceptedCAs), C(cluster.ca), C(cluster.acceptedCAs), or
+    the C(KubeAPIServerCAConfig) document); comments, other documents and every other value stay byte for byte.
+  - Refuses a Talos CA change after which the node would no longer trust the client certificate in use.
+extends_documentation_fragment:
+  - talosops.pki._auth
+  - talosops.pki._attributes
+attributes:
+  check_mode:
+    description: The changed configuration is sent as an ApplyConfiguration dry run; the node validates it and returns its summary, nothing changes.
+    support: full
+  diff_mode:
+    description: Before and after of the node's CA fields (fingerprints, subjects, expiry); keys show as V(<redacted>).
+    support: full
+options:
+  node:
+    description:
+      - Address of the node to patch (IP or host name as the endpoints know it).
+    type: str
+    required: true
+  phase:
+    description:
+      - Rotation phase whose state the node must reach.
+    type: str
+    required: true
+    choices: [accept, swap, remove]
+  ca:
+    description:
+      - Which CA the rotation replaces - the Talos API CA or the Kubernetes API CA.
+    type: str
+    default: talos
+    choices: [talos, kubernetes]
+  rotation_dir:
+    description:
+      - Rotation directory written by M(talosops.pki.talos_ca_generate) for this CA; gives the previous and the new CA.
+    type: path
+    required: true
+  machine_type:
+    description:
+      - The node's type according to the inventory. When set, a node whose C(machine.type) disagrees is refused before any change.
+      - C(init) nodes count as V(controlplane).
+    type: str
+    choices: [controlplane, worker]
+  apply_mode:
+    description:
+      - ApplyConfiguration mode. CA fields apply without reboot; the REBOOT mode is never sent.
+    type: str
+    default: no_reboot
+    choices: [no_reboot, auto]
+seealso:
+  - module: talosops.pki.talos_ca_generate
+  - module: talosops.pki.talos_verify
+  - name: Talos CA rotation
+    description: Upstream manual procedure.
+    link: https://www.talos.dev/latest/advanced/ca-rotation/
+author:
+  - talosops.pki contributors
+"""
+
+EXAMPLES = r"""
+- name: Accept the new Talos CA on this node
+  talosops.pki.talos_machine_patch:
+    talosconfig: "{{ talos_talosconfig }}"
+    node: "{{ talos_node_address }}"
+    phase: accept
+    rotation_dir: /var/lib/talos-rotation/talos
+    machine_type: controlplane
+
+- name: Make the new Kubernetes CA the issuing CA (dry run shown with --check --diff)
+  talosops.pki.talos_machine_patch:
+    talosconfig: /var/lib/talos-rotation/talos/talosconfig
+    node: 10.5.0.3
+    phase: swap
+    ca: kubernetes
+    rotation_dir: /var/lib/talos-rotation/kubernetes
+"""
+
+RETURN = r"""
+node:
+  description: The node patched.
+  returned: always
+  type: str
+  sample: 10.5.0.3
+machine_type:
+  description: The node's C(machine.type).
+  returned: always
+  type: str
+  sample: controlplane
+phase:
+  description: The phase requested.
+  returned: always
+  type: str
+  sample: accept
+progress_before:
+  description: Where the node stood - V(pending), V(accepted), V(swapped) or V(removed).
+  returned: always
+  type: str
+  sample: pending
+progress_after:
+  description: Where the node stands after the patch (or would, in check mode).
+  returned: always
+  type: str
+  sample: accepted
+issuing_ca_fingerprint:
+  description: SHA-256 fingerprint of the node's issuing CA after the patch.
+  returned: always
+  type: str
+accepted_ca_fingerprints:
+  description: SHA-256 fingerprints of the node's accepted CAs after the patch.
+  returned: always
+  type: list
+  elements: str
+stray_ca_fingerprints:
+  description: Accepted CAs that are neither the previous nor the new CA, for example left by an aborted C(talosctl rotate-ca). Kept.
+  returned: always
+  type: list
+  elements: str
+apply_mode:
+  description: The mode the node reports for the applied configuration.
+  returned: changed
+  type: str
+  sample: no_reboot
+dry_run_summary:
+  description: The node's dry-run summary, with the configuration diff it computed (secrets masked by the node).
+  returned: changed and in check mode
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.talosops.pki.plugins.module_utils._ansible import run_module
+from ansible_collections.talosops.pki.plugins.module_utils._backends import machine_patch
+
+
+def main():
+    run_module(machine_patch, AnsibleModule)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Run ansible-playbook against a simulated cluster the way an operator does, and read what it did."""
+
+import base64
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "rotate_talos_ca.yml")
+ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+class Run:
+    def __init__(self, completed):
+        self.returncode = completed.returncode
+        self.output = completed.stdout + completed.stderr
+
+    @property
+    def recap(self):
+        """{host: {"ok", "changed", "unreachable", "failed"}} from the PLAY RECAP."""
+        return {m.group(1): dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()[1:])))
+                for m in RECAP.finditer(self.output)}
+
+
+def run_playbook(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars=None, timeout=600):
+    """ansible-playbook on the cluster's inventory; kill_after="<task substring>@<host>" SIGKILLs the run there."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
+               ANSIBLE_LOCAL_TEMP=os.path.join(rotation_dir + ".ansible-tmp"), PYTHONUNBUFFERED="1")
+    if kill_after:
+        env.update(ANSIBLE_CALLBACK_PLUGINS=os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins"),
+                   ANSIBLE_CALLBACKS_ENABLED="kill_switch", TALOSOPS_KILL_AFTER=kill_after)
+    variables = {"rotate_ca_dir": rotation_dir}
+    variables.update(extra_vars or {})
+    command = [ANSIBLE_PLAYBOOK, "-i", str(cluster.inventory_path), PLAYBOOK, "-f", "10",
+               "-e", yaml.safe_dump(variables, default_flow_style=True).strip()] + list(extra_args)
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                               start_new_session=True)
+    return Run(completed)
+
+
+def node_ca_fields(node):
+    """(issuing certificate DER, [accepted DER]) of a simulated node's Talos API CA, read from its config."""
+    documents = [d for d in yaml.safe_load_all(node.config_bytes()) if d]
+    machine = next(d for d in documents if "machine" in d)["machine"]
+
+    def der(b64_pem):
+        return pem_to_der(base64.b64decode(b64_pem))
+    return der(machine["ca"]["crt"]), [der(item["crt"]) for item in machine.get("acceptedCAs") or []]
+
+
+def pem_to_der(pem):
+    body = b"".join(line for line in pem.strip().splitlines() if not line.startswith(b"-----"))
+    return base64.b64decode(body)
+
+
+def private_key_needles(*pems):
+    """Ways a private key could leak into text: its PEM body lines, its PEM in base64, and the PEM base64 lines."""
+    needles = set()
+    for pem in pems:
+        lines = [line for line in pem.strip().splitlines() if not line.startswith(b"-----")]
+        needles.update(line.decode() for line in lines if len(line) >= 20)
+        encoded = base64.b64encode(pem).decode()
+        needles.update(encoded[i:i + 40] for i in range(0, max(len(encoded) - 40, 1), 40))
+    return needles

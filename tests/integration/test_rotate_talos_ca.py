@@ -1,0 +1,154 @@
+"""The Talos API CA rotation, end to end: ansible-playbook against a simulated 3 + 2 cluster."""
+
+import base64
+import os
+
+import pytest
+import yaml
+
+from _playbook import node_ca_fields, pem_to_der, private_key_needles, run_playbook
+
+from ansible_collections.talosops.pki.plugins.module_utils import _client
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
+
+
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def inventory_hosts(cluster, group):
+    with open(cluster.inventory_path, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    return list(inventory["all"]["children"][group]["hosts"])
+
+
+def credentials(talosconfig_path):
+    context = TalosConfig.load(talosconfig_path).get_context()
+    return _client.Credentials(ca=context.ca, crt=context.crt, key=context.key)
+
+
+async def _version_direct(address, creds):
+    async with _client.TalosClient([address], creds, retry_deadline=2.0) as client:
+        return await client.version()
+
+
+def assert_rotated(cluster, rotation_dir, old_ca_der):
+    new_ca_der = pem_to_der(read(os.path.join(rotation_dir, "talos", "ca.crt")))
+    assert new_ca_der != old_ca_der
+    for node in cluster.nodes:
+        issuing, accepted = node_ca_fields(node)
+        assert issuing == new_ca_der, "%s does not issue with the new CA" % node.name
+        assert old_ca_der not in accepted, "%s still accepts the old CA" % node.name
+    return new_ca_der
+
+
+def assert_credentials(cluster, talosconfig_path, works):
+    creds = credentials(talosconfig_path)
+    for node in cluster.nodes:
+        if works:
+            assert _client.run(_version_direct(node.address, creds))["tag"]
+        else:
+            with pytest.raises(ClientNotTrustedError):
+                _client.run(_version_direct(node.address, creds))
+
+
+def old_ca_der_of(cluster):
+    return node_ca_fields(cluster.nodes[0])[0]
+
+
+@pytest.fixture(name="cluster")
+def fixture_cluster(make_sim_cluster):
+    return make_sim_cluster(controlplanes=3, workers=2)
+
+
+def test_rotation_completes_and_rerun_changes_nothing(cluster, tmp_path):
+    rotation_dir = str(tmp_path / "rotation")
+    old_ca = old_ca_der_of(cluster)
+    old_talosconfig = str(tmp_path / "old-talosconfig")
+    with open(old_talosconfig, "wb") as handle:
+        handle.write(read(cluster.talosconfig_path))
+
+    first = run_playbook(cluster, rotation_dir)
+    assert first.returncode == 0, first.output[-6000:]
+    assert_rotated(cluster, rotation_dir, old_ca)
+    assert_credentials(cluster, cluster.talosconfig_path, works=True)
+    assert_credentials(cluster, old_talosconfig, works=False)
+    assert os.stat(cluster.talosconfig_path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.join(rotation_dir, "talos", "ca.key")).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.join(rotation_dir, "talos")).st_mode & 0o777 == 0o700
+    assert all(counts["changed"] > 0 for counts in first.recap.values()), first.recap
+
+    second = run_playbook(cluster, rotation_dir)
+    assert second.returncode == 0, second.output[-6000:]
+    assert set(second.recap) == set(first.recap)
+    assert all(counts["changed"] == 0 for counts in second.recap.values()), second.recap
+
+
+def test_check_mode_contacts_nodes_changes_nothing(cluster, tmp_path):
+    rotation_dir = str(tmp_path / "rotation")
+    configs = {node.name: node.config_bytes() for node in cluster.nodes}
+    files = {path: read(path) for path in (cluster.talosconfig_path, cluster.secrets_path, cluster.inventory_path)}
+
+    run = run_playbook(cluster, rotation_dir, "--check", "--diff", extra_vars={"rotate_ca_secrets_file": str(cluster.secrets_path)})
+
+    assert run.returncode == 0, run.output[-6000:]
+    assert {node.name: node.config_bytes() for node in cluster.nodes} == configs
+    assert {path: read(path) for path in files} == files
+    assert not os.path.exists(rotation_dir)
+    summary = run.output[run.output.index("Finish | summary"):]
+    for host in inventory_hosts(cluster, "controlplane") + inventory_hosts(cluster, "worker"):
+        assert host in summary, "check-mode summary does not name %s" % host
+    assert "talos swap: pending -> swapped" in summary and "talos remove: pending -> removed" in summary
+    assert "Dry run summary" in run.output  # the nodes themselves validated the changes
+
+
+def test_interrupted_rotation_resumes_with_the_same_ca(cluster, tmp_path):
+    rotation_dir = str(tmp_path / "rotation")
+    old_ca = old_ca_der_of(cluster)
+    worker = inventory_hosts(cluster, "worker")[0]
+    controlplane = inventory_hosts(cluster, "controlplane")[0]
+    ca_path = os.path.join(rotation_dir, "talos", "ca.crt")
+
+    killed_in_accept = run_playbook(cluster, rotation_dir, kill_after="Accept | add the new CA@%s" % worker)
+    assert killed_in_accept.returncode != 0 and "PLAY RECAP" not in killed_in_accept.output
+    new_ca = read(ca_path)
+
+    killed_in_swap = run_playbook(cluster, rotation_dir, kill_after="Swap | make the new CA@%s" % controlplane)
+    assert killed_in_swap.returncode != 0 and "PLAY RECAP" not in killed_in_swap.output
+    assert read(ca_path) == new_ca
+    assert any(node_ca_fields(node)[0] == pem_to_der(new_ca) for node in cluster.nodes), "the swap had not started"
+
+    finished = run_playbook(cluster, rotation_dir)
+    assert finished.returncode == 0, finished.output[-6000:]
+    assert read(ca_path) == new_ca
+    assert assert_rotated(cluster, rotation_dir, old_ca) == pem_to_der(new_ca)
+    assert_credentials(cluster, cluster.talosconfig_path, works=True)
+
+
+def _private_keys(cluster, rotation_dir):
+    with open(cluster.secrets_path, encoding="utf-8") as handle:
+        secrets = yaml.safe_load(handle)
+    keys = [base64.b64decode(secrets["certs"]["os"]["key"])]
+    for path in (cluster.talosconfig_path, os.path.join(rotation_dir, "talos", "talosconfig"),
+                 os.path.join(rotation_dir, "talos", "previous-talosconfig")):
+        if os.path.exists(path):
+            keys.append(TalosConfig.load(path).get_context().key)
+    ca_key = os.path.join(rotation_dir, "talos", "ca.key")
+    if os.path.exists(ca_key):
+        keys.append(read(ca_key))
+    return keys
+
+
+def test_no_private_key_in_verbose_diff_output(cluster, tmp_path):
+    rotation_dir = str(tmp_path / "rotation")
+    old_keys = _private_keys(cluster, rotation_dir)
+    check = run_playbook(cluster, rotation_dir, "--check", "--diff", "-vvv")
+    real = run_playbook(cluster, rotation_dir, "--diff", "-vvv")
+    assert check.returncode == 0 and real.returncode == 0, real.output[-6000:]
+    needles = private_key_needles(*(old_keys + _private_keys(cluster, rotation_dir)))
+    assert len(needles) > 20
+    for text in (check.output, real.output):
+        leaked = [needle for needle in needles if needle in text]
+        assert not leaked, "private key material in the output: %s" % leaked[:3]
