@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The main job, end to end: start a simulated Talos cluster, rotate its Talos API CA with the
 playbook as an operator would, and show what changed and what was proven.
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Compile proto/ into plugins/module_utils/_talos_api_pb.py.
 
 The output embeds a serialized FileDescriptorSet and builds message classes from it at
@@ -73,7 +73,7 @@ def compile_descriptor_set():
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     sources = sorted(
         os.path.relpath(os.path.join(folder, name), PROTO_DIR)
-        for folder, _, names in os.walk(PROTO_DIR)
+        for folder, _subfolders, names in os.walk(PROTO_DIR)
         for name in names
         if name.endswith(".proto")
     )

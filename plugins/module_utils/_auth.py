@@ -51,4 +51,3 @@ class Target:
         """A client to the endpoints (or to `endpoints`, e.g. one node for a direct check)."""
         return TalosClient(list(endpoints or self.endpoints), self.credentials,
                            call_timeout=self.call_timeout, retry_deadline=self.retry_deadline)
-

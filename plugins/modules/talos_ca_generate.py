@@ -114,7 +114,7 @@ options:
 seealso:
   - module: talosops.pki.talos_machine_patch
 author:
-  - talosops.pki contributors
+  - talosops.pki contributors (@talosops)
 """
 
 EXAMPLES = r"""

@@ -51,7 +51,7 @@ options:
     type: int
     default: 64
 author:
-  - talosops.pki contributors
+  - talosops.pki contributors (@talosops)
 """
 
 EXAMPLES = r"""

@@ -74,7 +74,7 @@ seealso:
     description: Upstream manual procedure.
     link: https://www.talos.dev/latest/advanced/ca-rotation/
 author:
-  - talosops.pki contributors
+  - talosops.pki contributors (@talosops)
 """
 
 EXAMPLES = r"""

@@ -103,7 +103,7 @@ def _check_machine_type(node, actual, expected):
 
 def _refuse_lockout(node, client_crt, desired):
     """The node must still trust the client certificate this task authenticates with."""
-    issuing_crt, _, accepted = desired
+    issuing_crt, accepted = desired[0], desired[2]
     pool = [crt for crt in (issuing_crt,) + accepted if crt]
     if not any(_pki.is_issued_by(client_crt, ca) for ca in pool):
         raise RotationStateError(

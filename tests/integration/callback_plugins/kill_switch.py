@@ -24,8 +24,8 @@ class CallbackModule(CallbackBase):
 
     def __init__(self):
         super().__init__()
-        task, _, host = os.environ.get("TALOSOPS_KILL_AFTER", "").rpartition("@")
-        self._task, self._host = task, host
+        spec = os.environ.get("TALOSOPS_KILL_AFTER", "")
+        self._task, self._host = spec.rsplit("@", 1) if "@" in spec else ("", "")
 
     def v2_runner_on_ok(self, result):
         if self._task and self._task in result.task_name and result._host.get_name() == self._host:  # pylint: disable=protected-access
