@@ -22,6 +22,7 @@ sys.path.insert(0, collections_root())
 from talos_sim import SimCluster  # noqa: E402  pylint: disable=wrong-import-position
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():
@@ -50,9 +51,15 @@ def main():
             return completed.returncode
         new_ca = open(os.path.join(rotation_dir, "talos", "ca.crt"), "rb").read()
         old_ca = open(os.path.join(rotation_dir, "talos", "previous-ca.crt"), "rb").read()
-        print("> Result")
-        print("  old Talos API CA %s  (no node accepts it any more)" % _pki.fingerprint(old_ca))
-        print("  new Talos API CA %s  (issuing on all %d nodes)" % (_pki.fingerprint(new_ca), len(cluster.nodes)))
+        old_fp, new_fp = _pki.fingerprint(old_ca), _pki.fingerprint(new_ca)
+        names = {old_fp: "old", new_fp: "new"}
+        print("> Result, read back from each node's machine config")
+        print("  old Talos API CA %s" % old_fp)
+        print("  new Talos API CA %s" % new_fp)
+        for node in cluster.nodes:
+            fields = MachineConfig.parse(node.config_bytes()).get_ca("talos")
+            accepted = [names.get(_pki.fingerprint(crt), _pki.fingerprint(crt)[:16]) for crt in fields.accepted]
+            print("  - %-28s issuing: %s  accepted: %s" % (node.name, names.get(_pki.fingerprint(fields.issuing_crt), "?"), accepted or "none"))
         print("  new talosconfig  %s" % cluster.talosconfig_path)
         print("  rotation dir     %s" % os.path.join(rotation_dir, "talos"))
         print("> Run `make demo` again for a fresh cluster; see docs/ for a real cluster.")
