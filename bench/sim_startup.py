@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""How fast the simulated Talos cluster starts, and what one rotation-shaped pass over it costs.
+
+Prints, for 3 control planes + 50 and + 97 workers: the time from SimCluster.start() to
+every node serving, then the time for one "phase" the way the collection drives it (per
+node, on a new connection each time, through the endpoint with the `node` header: read
+the MachineConfig, apply an accepted CA, check Version). Numbers only, no thresholds.
+
+Usage: bench/sim_startup.py [--workers 50 97] [--repeat 3]
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tests", "simulator")]
+
+from talos_sim import SimCluster, pki  # noqa: E402  pylint: disable=wrong-import-position
+from talos_sim.testing import (SimClient, accept_os_ca, admin_credentials, apply_request,  # noqa: E402
+                               decode_spec, get_request)
+
+GET = "/cosi.resource.State/Get"
+APPLY = "/machine.MachineService/ApplyConfiguration"
+VERSION = "/machine.MachineService/Version"
+
+
+async def one_phase(cluster) -> float:
+    new_ca = pki.new_os_ca()
+    started = time.monotonic()
+    for node in cluster.controlplanes + cluster.workers:
+        async with SimClient(*admin_credentials(cluster)) as client:
+            reply = await client.call(cluster.endpoint, GET, get_request("config", "MachineConfigs.config.talos.dev",
+                                                                         "v1alpha1"), node=node.address)
+        data = decode_spec(reply.resource, "resource.config.MachineConfigSpec").yaml_marshalled
+        async with SimClient(*admin_credentials(cluster)) as client:
+            await client.call(cluster.endpoint, APPLY, apply_request(accept_os_ca(data, new_ca.cert_pem)),
+                              node=node.address)
+        async with SimClient(*admin_credentials(cluster)) as client:
+            await client.call(cluster.endpoint, VERSION, node=node.address)
+    return time.monotonic() - started
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[50, 97])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    for workers in args.workers:
+        startups, phases = [], []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory() as workdir:
+                started = time.monotonic()
+                with SimCluster(controlplanes=3, workers=workers, workdir=workdir) as cluster:
+                    startups.append(time.monotonic() - started)
+                    phases.append(asyncio.run(one_phase(cluster)))
+        print("3 control planes + %d workers: startup %.2fs (median of %d, min %.2fs, max %.2fs); "
+              "one phase over %d nodes %.2fs" % (workers, statistics.median(startups), len(startups), min(startups),
+                                                 max(startups), workers + 3, statistics.median(phases)))
+
+
+if __name__ == "__main__":
+    main()
