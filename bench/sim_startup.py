@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """How fast the simulated Talos cluster starts, and what one rotation-shaped pass over it costs.
 
 Prints, for 3 control planes + 50 and + 97 workers: the time from SimCluster.start() to
@@ -52,7 +52,7 @@ def main():
     args = parser.parse_args()
     for workers in args.workers:
         startups, phases = [], []
-        for _ in range(args.repeat):
+        for _repeat in range(args.repeat):
             with tempfile.TemporaryDirectory() as workdir:
                 started = time.monotonic()
                 with SimCluster(controlplanes=3, workers=workers, workdir=workdir) as cluster:

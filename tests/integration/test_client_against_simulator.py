@@ -240,11 +240,19 @@ def _client_certificate(issuer_crt, issuer_key, roles):
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                                  critical=False)
+                   .add_extension(_authority_key_identifier(issuer, issuer_key), critical=False)
                    .sign(issuer_key, None))
     return (certificate.public_bytes(serialization.Encoding.PEM),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def _authority_key_identifier(issuer, issuer_key):
+    """As Go does: the issuer's SubjectKeyId (random in Talos CAs), not a hash of its public key."""
+    try:
+        subject_key_id = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(subject_key_id)
 
 
 def _self_signed_ca():

@@ -228,5 +228,5 @@ def test_concurrent_apply_is_refused(sim_cluster):
 
     async def one_after_the_other():
         async with SimClient(*admin_credentials(cluster)) as client:
-            return [await client.call(node.address, APPLY, request) for _ in range(2)]
+            return [await client.call(node.address, APPLY, request) for _attempt in range(2)]
     assert len(run(one_after_the_other())) == 2

@@ -120,6 +120,7 @@ def test_mixed_versions_per_node(make_sim_cluster):
         assert node.talos_version == tag
         assert call(admin_credentials(cluster), node.address, VERSION).messages[0].version.tag == tag
         assert (KIND in kinds(node.config_bytes())) == (tag == "v1.15.0")
+
     def by_machine_type(_index, machine_type):
         return "v1.15.0" if machine_type == "worker" else "v1.12.0"
     by_type = make_sim_cluster(controlplanes=1, workers=1, talos_version=by_machine_type)

@@ -46,7 +46,7 @@ def test_failing_applies(sim_cluster, status):
     node = cluster.workers[1]
     data = accept_os_ca(node.config_bytes(), pki.new_os_ca().cert_pem)
     node.fail_next_applies(2, status)
-    for _ in range(2):
+    for _attempt in range(2):
         with pytest.raises(GRPCError) as error:
             call(admin_credentials(cluster), cluster.endpoint, APPLY, apply_request(data), node=node.address)
         assert error.value.status == status

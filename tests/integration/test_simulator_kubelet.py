@@ -33,7 +33,7 @@ def kubelet_events(cluster, node, new_config, count):
                 await stream.recv_message()  # the empty frame
                 initial = await stream.recv_message()
                 await client.call(cluster.endpoint, APPLY, apply_request(new_config), node=node.address, fresh=True)
-                return initial, [await stream.recv_message() for _ in range(count)]
+                return initial, [await stream.recv_message() for _event in range(count)]
     return run(scenario())
 
 
@@ -213,4 +213,3 @@ def _kube_get(address, kubeconfig, path):
         return json.loads(response.read())
     finally:
         connection.close()
-

@@ -124,7 +124,7 @@ def test_established_connection_survives_ca_change_new_connections_see_new_trust
                 await new_client.call(controlplane.address, VERSION, fresh=True)  # not trusted yet
             await old_client.call(controlplane.address, VERSION)  # opens the long-lived connection
             await old_client.call(controlplane.address, APPLY, apply_request(swapped))
-            for _ in range(50):  # the controllers react just after the reply
+            for _poll in range(50):  # the controllers react just after the reply
                 if pki.load_certificate(controlplane.server_certificate_pem).issuer == new_ca.cert.subject and \
                         pki.is_issued_by(pki.load_certificate(controlplane.server_certificate_pem), new_ca.cert):
                     break

@@ -39,8 +39,8 @@ def main(argv=None) -> int:
                          kubelet_restart_delay=args.kubelet_restart_delay, subnet=args.subnet, name=args.name)
     cluster.start()
     try:
-        print("Simulated Talos cluster %r is up (%.2fs), subnet %s.0/24" % (cluster.name, cluster.startup_seconds,
-                                                                          cluster.subnet))
+        print("Simulated Talos cluster %r is up (%.2fs), subnet %s.0/24" % (
+            cluster.name, cluster.startup_seconds, cluster.subnet))
         for node in cluster.nodes:
             print("  %-28s %-16s %-12s %s" % (node.name, node.address, node.machine_type, node.talos_version))
         print("endpoint      %s:50000" % cluster.endpoint)

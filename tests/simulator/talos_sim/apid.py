@@ -327,7 +327,7 @@ def _append_info(reply: bytes, target: str) -> bytes:
     tag, offset = wire.read_varint(reply)
     if tag != (1 << 3 | 2):
         raise GRPCError(wire.Status.INTERNAL, "unexpected message format: %d" % tag)
-    _, offset = wire.read_varint(reply, offset)
+    offset = wire.read_varint(reply, offset)[1]
     inner = reply[offset:] + _metadata_bytes(target)
     return wire.field(1, inner)
 

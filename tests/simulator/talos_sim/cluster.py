@@ -176,7 +176,7 @@ class SimCluster:
             candidates = [".".join(parts)]
         else:
             # Random /24s far from 127.0.0.x; several clusters (and processes) can run at once.
-            candidates = ["127.%d.%d" % (random.randint(100, 250), random.randint(0, 255)) for _ in range(200)]
+            candidates = ["127.%d.%d" % (random.randint(100, 250), random.randint(0, 255)) for _try in range(200)]
         for candidate in candidates:
             claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:

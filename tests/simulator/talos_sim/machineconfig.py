@@ -60,8 +60,8 @@ class TalosVersion:
 
 def _token(random_part: int = 16) -> str:
     alphabet = string.ascii_lowercase + string.digits
-    return "%s.%s" % ("".join(_random.choice(alphabet) for _ in range(6)),
-                      "".join(_random.choice(alphabet) for _ in range(random_part)))
+    return "%s.%s" % ("".join(_random.choice(alphabet) for _position in range(6)),
+                      "".join(_random.choice(alphabet) for _position in range(random_part)))
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ class SimNode:
         self.version = machineconfig.TalosVersion.parse(talos_version)
         self.arch = "amd64"
         self.platform = "metal"
-        self.node_id = "".join(_random.choice(string.ascii_letters + string.digits) for _ in range(43))
+        self.node_id = "".join(_random.choice(string.ascii_letters + string.digits) for _position in range(43))
         self.resources = resources.ResourceStore()
         self.kubelet = Kubelet()
         # What real controllers would log, newest last (bounded: a stuck worker retries forever).
