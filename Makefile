@@ -28,7 +28,7 @@ DEMO_ARGS ?=
 
 export PATH := $(BIN):$(PATH)
 
-TEST_STAGES := proto changelog unit build lint sanity integration
+TEST_STAGES := proto changelog unit build ee lint docs sanity integration
 
 .PHONY: help venv demo test $(TEST_STAGES) clean
 
@@ -42,7 +42,9 @@ help:
 	@echo '  make changelog    antsibull-changelog lint (fragments) and lint-changelog-yaml'
 	@echo '  make unit         pytest tests/unit'
 	@echo '  make build        build the tarball, check its content, install, verify and import it'
+	@echo '  make ee           ansible-builder create of docs/awx/execution-environment.yml; the image would get requirements.txt'
 	@echo '  make lint         ansible-lint (production profile, .ansible-lint)'
+	@echo '  make docs         antsibull-docs lint-collection-docs --plugin-docs (plugin and module documentation)'
 	@echo '  make sanity       ansible-test sanity on a copy at ansible_collections/talosops/pki'
 	@echo '  make integration  pytest tests/integration (simulated clusters on loopback addresses)'
 	@echo '  make clean        remove .venv/ and every generated file'
@@ -79,8 +81,14 @@ integration: venv
 build: venv
 	@$(SECTION) build python tools/ci/build_check.py
 
+ee: venv
+	@$(SECTION) ee python tools/ci/ee_check.py
+
 lint: venv
 	@$(SECTION) lint tools/ci/lint.sh
+
+docs: venv
+	@$(SECTION) docs tools/ci/docs_lint.sh
 
 sanity: venv
 	@$(SECTION) sanity tools/ci/sanity.sh $(SANITY_ARGS)
