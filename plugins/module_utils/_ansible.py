@@ -28,9 +28,9 @@ REQUIRED_LIBRARIES = (
 )
 
 
-def missing_library():
-    """(message, traceback) for the first runtime dependency that does not import, else None."""
-    for name, module in REQUIRED_LIBRARIES:
+def missing_library(extra=()):
+    """(message, traceback) for the first runtime dependency (shared, then `extra`) that does not import, else None."""
+    for name, module in REQUIRED_LIBRARIES + tuple(extra):
         try:
             importlib.import_module(module)
         except ImportError:
@@ -40,7 +40,8 @@ def missing_library():
 
 def execute(backend, params, check_mode, diff):
     """Run a backend and shape its outcome as a task result (failures included, never raised)."""
-    missing = missing_library()
+    # A backend may need more than every backend does (the Kubernetes checks need the kubernetes client).
+    missing = missing_library(getattr(backend, "REQUIRED_LIBRARIES", ()))
     if missing:
         return {"failed": True, "msg": missing[0], "exception": missing[1]}
     try:

@@ -15,6 +15,18 @@ file, so a rerun after any interruption continues where the nodes are. Each phas
 moves a node forward: running an earlier phase on a node that is further along is a no-op,
 and a later phase on a node that is behind is refused (remove) or brings it along (swap
 also accepts). CAs that are neither OLD nor NEW are left untouched and reported.
+
+Some nodes have no issuing CA field at all: a v1.14+ worker carries the Kubernetes CA only as
+`KubeAPIServerCAConfig.acceptedCAs`. Its progress is read from that list alone, and the
+rotation keeps that shape (it never gains an issuing CA). The CA that plays the issuing role
+comes first, so the list's order tells the phases apart:
+
+  pending   (... OLD ...)          accept  (... OLD ..., NEW)
+  swap      (NEW, ..., OLD)        remove  (NEW, ...)
+
+The reorder in the swap matters beyond bookkeeping: it changes the node's CA bundle, so the
+kubelet restarts and takes a client certificate from the new issuing CA before any control
+plane stops accepting the old one.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import Rotati
 
 PHASES = ("accept", "swap", "remove")
 
-# Node progress, in order. "foreign": the node's issuing CA is neither OLD nor NEW.
+# Node progress, in order. "foreign": the node's issuing CA is neither OLD nor NEW (for a node
+# without an issuing CA: neither is accepted).
 PENDING, ACCEPTED, SWAPPED, REMOVED, FOREIGN = "pending", "accepted", "swapped", "removed", "foreign"
 PROGRESS = (PENDING, ACCEPTED, SWAPPED, REMOVED)
 PHASE_REACHES = {"accept": ACCEPTED, "swap": SWAPPED, "remove": REMOVED}
@@ -39,10 +52,23 @@ class NodeCAs(NamedTuple):
 
 def progress(node_cas, old, new):
     """Where a node stands in the rotation OLD -> NEW (fingerprints)."""
+    if node_cas.issuing is None:
+        return _accepted_only_progress(node_cas.accepted, old, new)
     if node_cas.issuing == new:
         return SWAPPED if old in node_cas.accepted else REMOVED
     if node_cas.issuing == old:
         return ACCEPTED if new in node_cas.accepted else PENDING
+    return FOREIGN
+
+
+def _accepted_only_progress(accepted, old, new):
+    """Progress of a node that has accepted CAs only: which of OLD and NEW it holds, and which comes first."""
+    if old in accepted and new in accepted:
+        return ACCEPTED if accepted.index(old) < accepted.index(new) else SWAPPED
+    if old in accepted:
+        return PENDING
+    if new in accepted:
+        return REMOVED
     return FOREIGN
 
 
@@ -70,21 +96,33 @@ def _desired_state(phase, node_cas, old, new, node):
     if old == new:
         raise RotationStateError("the new CA is the CA being replaced (%s): generate a new CA for this rotation." % new[:16])
     where = progress(node_cas, old, new)
+    if where == FOREIGN and node_cas.issuing is None:
+        raise RotationStateError(
+            "%s has no issuing CA field and accepts neither the CA being replaced (%s) nor the new CA (%s). The rotation "
+            "directory belongs to another cluster or rotation, or the node was changed by hand: check the node's machine "
+            "config and the rotation directory before going on." % (node, old[:16], new[:16]))
     if where == FOREIGN:
         raise RotationStateError(
             "%s: its issuing CA (%s) is neither the CA being replaced (%s) nor the new CA (%s). The rotation directory "
             "belongs to another cluster or rotation, or the node was changed by hand: check the node's machine config "
-            "and the rotation directory before going on." % (node, (node_cas.issuing or "none")[:16], old[:16], new[:16]))
+            "and the rotation directory before going on." % (node, node_cas.issuing[:16], old[:16], new[:16]))
     target = PHASE_REACHES[phase]
     if PROGRESS.index(where) >= PROGRESS.index(target):
         return node_cas.issuing, node_cas.accepted
     others = strays(node_cas, old, new)
+    if where != SWAPPED and phase == "remove":
+        raise RotationStateError(
+            "%s has not swapped to the new CA yet (it is at '%s'): run the swap phase before removing the old CA, "
+            "or the node would stop trusting every client it has." % (node, where))
+    if node_cas.issuing is None:
+        # No issuing field, and none is added: the issuing role is the first accepted CA.
+        if phase == "accept":
+            return None, node_cas.accepted + (new,)
+        if phase == "swap":
+            return None, (new,) + others + (old,)
+        return None, (new,) + others
     if phase == "accept":
         return old, node_cas.accepted + (new,)
     if phase == "swap":
         return new, others + (old,)
-    if where != SWAPPED:
-        raise RotationStateError(
-            "%s has not swapped to the new CA yet (it is at '%s'): run the swap phase before removing the old CA, "
-            "or the node would stop trusting every client it has." % (node, where))
     return new, others

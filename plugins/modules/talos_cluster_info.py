@@ -17,6 +17,8 @@ description:
     node's CAs belong to neither side of the rotation in progress.
   - With O(prefer_talosconfig), uses that talosconfig (the rotation's new admin credentials) when the endpoint already
     trusts it, else O(talosconfig); returns which one worked, so a resumed rotation continues with working credentials.
+  - With O(kubelet_health), also reads every node's kubelet service and fails the preflight when one is not running and
+    healthy within O(kubelet_deadline) - a Kubernetes CA rotation restarts every kubelet and must start on a healthy cluster.
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
   - talosops.pki._auth
@@ -50,6 +52,17 @@ options:
       - How many nodes are read at once.
     type: int
     default: 64
+  kubelet_health:
+    description:
+      - Read the kubelet service (C(Services.v1alpha1.talos.dev/kubelet)) of every node; each must be running and healthy.
+    type: bool
+    default: false
+  kubelet_deadline:
+    description:
+      - Seconds a kubelet that is not running and healthy yet (for example still restarting after an earlier change) gets
+        to become so, polled every half second.
+    type: float
+    default: 60.0
 author:
   - talosops.pki contributors (@talosops)
 """
@@ -71,7 +84,9 @@ EXAMPLES = r"""
 RETURN = r"""
 nodes:
   description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos)
-    and C(kubernetes) the C(issuing_ca) fingerprint, C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress).
+    and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
+    of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); with O(kubelet_health),
+    C(kubelet) (C(running), C(healthy)).
   returned: always
   type: dict
 issuing_ca:

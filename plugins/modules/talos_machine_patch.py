@@ -21,13 +21,20 @@ description:
     has not swapped is refused. Accepted CAs that are neither the previous nor the new CA are kept and reported.
   - Only the rotation's fields change (C(machine.ca), C(machine.acceptedCAs), C(cluster.ca), C(cluster.acceptedCAs), or
     the C(KubeAPIServerCAConfig) document); comments, other documents and every other value stay byte for byte.
+  - A node without an issuing CA field keeps that shape - a Talos v1.14+ worker carries the Kubernetes CA only as
+    C(KubeAPIServerCAConfig.acceptedCAs). Its progress is read from that list, where the CA in the issuing role comes first -
+    V(accept) appends the new CA, V(swap) puts the new CA first and the previous CA last, V(remove) drops the previous CA.
   - Refuses a Talos CA change after which the node would no longer trust the client certificate in use.
+  - With O(wait_kubelet) (Kubernetes CA only), watches the node's kubelet service from before the change, waits for it to
+    be running and healthy, applies, then waits until the kubelet has restarted and is running and healthy again, within
+    O(kubelet_timeout). Talos restarts the kubelet whenever the node's Kubernetes CA bundle changes.
 extends_documentation_fragment:
   - talosops.pki._auth
   - talosops.pki._attributes
 attributes:
   check_mode:
-    description: The changed configuration is sent as an ApplyConfiguration dry run; the node validates it and returns its summary, nothing changes.
+    description: The changed configuration is sent as an ApplyConfiguration dry run; the node validates it and returns its summary, nothing
+      changes and no kubelet restarts (so nothing is waited for).
     support: full
   diff_mode:
     description: Before and after of the node's CA fields (fingerprints, subjects, expiry); keys show as V(<redacted>).
@@ -67,6 +74,19 @@ options:
     type: str
     default: no_reboot
     choices: [no_reboot, auto]
+  wait_kubelet:
+    description:
+      - Wait for the node's kubelet to restart and come back running and healthy after the change (O(ca=kubernetes) only).
+      - Skipped in check mode, when nothing changes, and when the change leaves the node's CA bundle (accepted CAs, then
+        the issuing CA) as it was.
+    type: bool
+    default: false
+  kubelet_timeout:
+    description:
+      - Seconds the kubelet gets, before the change to be running and healthy, and after it to restart and be running and
+        healthy again. On timeout the task fails naming the node and the phase.
+    type: float
+    default: 300.0
 seealso:
   - module: talosops.pki.talos_ca_generate
   - module: talosops.pki.talos_verify
@@ -93,6 +113,8 @@ EXAMPLES = r"""
     phase: swap
     ca: kubernetes
     rotation_dir: /var/lib/talos-rotation/kubernetes
+    wait_kubelet: true
+    kubelet_timeout: 120
 """
 
 RETURN = r"""
@@ -122,7 +144,7 @@ progress_after:
   type: str
   sample: accepted
 issuing_ca_fingerprint:
-  description: SHA-256 fingerprint of the node's issuing CA after the patch.
+  description: SHA-256 fingerprint of the node's issuing CA after the patch; V(null) on a node without an issuing CA field.
   returned: always
   type: str
 accepted_ca_fingerprints:
@@ -140,6 +162,12 @@ apply_mode:
   returned: changed
   type: str
   sample: no_reboot
+kubelet:
+  description: The kubelet's restart after the change - C(restarted), C(seconds) it took, C(transitions) seen (V(stopped),
+    V(running (not healthy yet)), V(running and healthy)).
+  returned: when O(wait_kubelet) waited for a restart
+  type: dict
+  sample: {"restarted": true, "seconds": 3.1, "transitions": ["stopped", "running (not healthy yet)", "running and healthy"]}
 dry_run_summary:
   description: The node's dry-run summary, with the configuration diff it computed (secrets masked by the node).
   returned: changed and in check mode

@@ -21,9 +21,12 @@ ARGUMENT_SPEC = with_auth({
     "prefer_talosconfig": {"type": "path"},
     "rotation_dirs": {"type": "dict", "default": {}},
     "concurrency": {"type": "int", "default": 64},
+    "kubelet_health": {"type": "bool", "default": False},
+    "kubelet_deadline": {"type": "float", "default": 60.0},
 })
 
 KINDS = ("talos", "kubernetes")
+KUBELET_POLL_INTERVAL = 0.5
 MINIMUM_VERSION = (1, 7)
 
 
@@ -73,6 +76,13 @@ async def _gather(params, target, nodes):
             async with limit:
                 return node, await _read_node(client, node)
         per_node = dict(await asyncio.gather(*(one(node) for node in nodes)))
+        if params["kubelet_health"]:
+            deadline = asyncio.get_running_loop().time() + params["kubelet_deadline"]
+
+            async def kubelet(node):
+                async with limit:
+                    per_node[node]["kubelet"] = await _kubelet_state(client, node, deadline)
+            await asyncio.gather(*(kubelet(node) for node in nodes))
         roots = {"talos": await client.os_root(), "kubernetes": await _kubernetes_root(client)}
         members = await client.members()
     issuing = {}
@@ -83,6 +93,17 @@ async def _gather(params, target, nodes):
             issuing[kind] = {"crt": crt["crt"].decode(), "fingerprint": facts["fingerprint_sha256"],
                              "subject": facts["subject"], "not_after": facts["not_after"], "key_type": facts["key_type"]}
     return {"nodes": per_node, "issuing_ca": issuing, "members": members}
+
+
+async def _kubelet_state(client, node, deadline):
+    """The kubelet's state, polled until it runs and is healthy or the deadline passes (a restart may be finishing)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        state = await client.service("kubelet", node=node)
+        facts = {"running": state["running"], "healthy": state["healthy"]}
+        if (state["running"] and state["healthy"]) or loop.time() + KUBELET_POLL_INTERVAL > deadline:
+            return facts
+        await asyncio.sleep(KUBELET_POLL_INTERVAL)
 
 
 async def _kubernetes_root(client):
@@ -126,6 +147,11 @@ def _check(cluster, params, rotations):
         if version is not None and version < MINIMUM_VERSION:
             problems.append("%s runs Talos %s: CA rotation needs Talos v1.7 or later (acceptedCAs); upgrade it first." % (
                 node, facts["talos_version"]))
+    unhealthy = sorted(node for node, facts in nodes.items() if "kubelet" in facts and not (facts["kubelet"]["running"] and facts["kubelet"]["healthy"]))
+    if unhealthy:
+        problems.append("the kubelet is not running and healthy on %s (within %ss): a Kubernetes CA rotation restarts every "
+                        "kubelet and waits for it, so it starts only on a healthy cluster. Fix those nodes first (talosctl -n NODE "
+                        "service kubelet; talosctl -n NODE logs kubelet), then rerun." % (", ".join(unhealthy), params["kubelet_deadline"]))
     for kind, rotation in rotations.items():
         if rotation is None:
             problems.extend(_disagreements(kind, nodes, cluster["issuing_ca"].get(kind)))
@@ -142,9 +168,12 @@ def _check(cluster, params, rotations):
 def _disagreements(kind, nodes, endpoint_issuing):
     """Before a rotation starts, every node must issue with the CA the endpoint reports."""
     expected = (endpoint_issuing or {}).get("fingerprint")
-    odd = sorted(node for node, facts in nodes.items() if facts[kind]["issuing_ca"] not in (None, expected))
+    # A node without an issuing CA field (a v1.14+ worker's Kubernetes CA) must at least accept the endpoint's.
+    odd = sorted(node for node, facts in nodes.items() if facts[kind]["issuing_ca"] not in (None, expected)
+                 or (facts[kind]["issuing_ca"] is None and expected and expected not in facts[kind]["accepted_cas"]))
     if not odd:
         return []
-    return ["%s: the %s issuing CA differs from the endpoint's (%s), so a rotation is already half done (an aborted "
+    return ["%s: the %s issuing CA differs from the endpoint's (%s) (on nodes without an issuing CA field: the endpoint's is not "
+            "accepted), so a rotation is already half done (an aborted "
             "`talosctl rotate-ca`?) or the nodes belong to different clusters. Bring every node back to one issuing CA "
             "first." % (", ".join(odd), kind, (expected or "none")[:16])]

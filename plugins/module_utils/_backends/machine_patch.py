@@ -11,7 +11,8 @@ import re
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
 ARGUMENT_SPEC = with_auth({
@@ -21,6 +22,8 @@ ARGUMENT_SPEC = with_auth({
     "rotation_dir": {"type": "path", "required": True},
     "machine_type": {"type": "str", "choices": ["controlplane", "worker"]},
     "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},
+    "wait_kubelet": {"type": "bool", "default": False},
+    "kubelet_timeout": {"type": "float", "default": 300.0},
 })
 
 REDACTED = "<redacted>"
@@ -28,9 +31,16 @@ REDACTED = "<redacted>"
 _KEY_VALUE = re.compile(r"(\bkey:\s*)(?!\"\"|''|$)\S+", re.MULTILINE)
 _PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL)
 _PEM_BODY_LINE = re.compile(r"^([+\- ]?\s*)[A-Za-z0-9+/=]{40,}$", re.MULTILINE)
+# The last, shorter line of a PEM body, right before its END marker (a diff hunk may cut the BEGIN line off).
+_PEM_LAST_BODY_LINE = re.compile(r"^([+\- ]?\s*)[A-Za-z0-9+/=]+$(?=\n[+\- ]?\s*-----END [A-Z0-9 ]*PRIVATE KEY-----)", re.MULTILINE)
 
 
 def run(params, check_mode=False, diff=False):
+    if params["wait_kubelet"] and params["ca"] != "kubernetes":
+        raise ConfigError("wait_kubelet needs ca=kubernetes: only a Kubernetes CA change restarts the kubelet; a Talos API CA "
+                          "change would leave the wait to time out.")
+    if params["kubelet_timeout"] <= 0:
+        raise ConfigError("kubelet_timeout must be a positive number of seconds (a kubelet restart usually takes well under a minute).")
     rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"])
     if rotation is None:
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
@@ -67,11 +77,20 @@ async def _patch(params, target, rotation, check_mode, diff):
             issuing_key = new_ca.key if control_plane else None  # workers never hold a CA key
         else:
             issuing_key = current.issuing_key
-        desired = (certificates[issuing], issuing_key, tuple(certificates[fp] for fp in accepted))
+        # A node without an issuing CA field (v1.14+ worker, Kubernetes CA) keeps that shape: issuing stays None.
+        desired = (certificates[issuing] if issuing else None, issuing_key, tuple(certificates[fp] for fp in accepted))
         if kind == "talos" and not check_mode:  # a dry run locks nobody out
             _refuse_lockout(node, target.credentials.crt, desired)
         config.set_ca(kind, *desired)
-        applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode)
+        # A dry run restarts nothing; a change that leaves the node's CA bundle as it was restarts nothing either.
+        if params["wait_kubelet"] and not check_mode and _bundle(before) != _bundle(after):
+            step = "the %s phase of the Kubernetes CA rotation" % phase
+            async with KubeletWatch(client, node, params["kubelet_timeout"], step) as kubelet:
+                await kubelet.wait_ready()
+                applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"])
+                result["kubelet"] = await kubelet.wait_restart()
+        else:
+            applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode)
     result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
     if check_mode:
         result["dry_run_summary"] = redact_key_material(applied.get("mode_details", ""))
@@ -80,6 +99,11 @@ async def _patch(params, target, rotation, check_mode, diff):
                           "after": _describe_fields(*desired),
                           "before_header": "%s %s CA fields" % (node, kind), "after_header": "%s %s CA fields" % (node, kind)}
     return result
+
+
+def _bundle(node_cas):
+    """The node's CA bundle as the kubelet gets it: accepted CAs then the issuing CA, in order."""
+    return node_cas.accepted + ((node_cas.issuing,) if node_cas.issuing else ())
 
 
 def _node_cas(fields):
@@ -126,5 +150,7 @@ def redact_key_material(text):
     """Mask private keys in text that came from a node (a dry-run diff may include them)."""
     text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
     text = _KEY_VALUE.sub(lambda match: match.group(1) + REDACTED, text)
-    # A raw-PEM key block split across diff lines: its base64 body lines are masked too.
+    # A raw-PEM key block split across diff lines (v1.14+ documents hold raw PEM), or cut by the hunk's edge: its
+    # base64 body lines are masked too, the short last one included.
+    text = _PEM_LAST_BODY_LINE.sub(lambda match: match.group(1) + REDACTED, text)
     return _PEM_BODY_LINE.sub(lambda match: match.group(1) + REDACTED, text)

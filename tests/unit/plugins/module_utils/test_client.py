@@ -809,3 +809,21 @@ def test_run_uses_a_fresh_loop_each_time():
         return asyncio.get_running_loop()
 
     assert run(current_loop()) is not run(current_loop())
+
+
+def test_service_reads_one_services_current_state(pki):
+    spec_class = message_class("talos.resource.definitions.v1alpha1.ServiceSpec")
+    fake = FakeTalos()
+    fake.on("Get", replying(message_class("cosi.resource.GetResponse")(
+        resource=resource("kubelet", spec_class(running=True, healthy=False), version="12"))))
+
+    async def scenario():
+        async with serve(fake, pki) as server, client_for(server, pki.credentials) as client:
+            return await client.service("kubelet", node="10.0.0.5")
+
+    assert run(scenario()) == {"event": "current", "id": "kubelet", "running": True, "healthy": False, "unknown": False,
+                               "version": "12"}
+    received = fake.calls("Get")[0]
+    assert received.metadata["node"] == "10.0.0.5"
+    assert (received.request.namespace, received.request.type, received.request.id) == (
+        "runtime", "Services.v1alpha1.talos.dev", "kubelet")

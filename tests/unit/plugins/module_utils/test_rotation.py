@@ -79,3 +79,75 @@ def test_unknown_phase_is_refused():
 ])
 def test_preview_applies_earlier_phases_first(phase, expected):
     assert rotation.desired_state(phase, STATES[rotation.PENDING], OLD, NEW, preview=True) == expected
+
+
+# --- nodes without an issuing CA field (v1.14+ workers: KubeAPIServerCAConfig.acceptedCAs only) ---
+
+ACCEPTED_ONLY = {
+    rotation.PENDING: rotation.NodeCAs(None, (OLD,)),
+    rotation.ACCEPTED: rotation.NodeCAs(None, (OLD, NEW)),
+    rotation.SWAPPED: rotation.NodeCAs(None, (NEW, OLD)),
+    rotation.REMOVED: rotation.NodeCAs(None, (NEW,)),
+}
+
+
+@pytest.mark.parametrize("where", sorted(ACCEPTED_ONLY))
+def test_progress_of_an_accepted_only_node_reads_presence_and_order(where):
+    assert rotation.progress(ACCEPTED_ONLY[where], OLD, NEW) == where
+
+
+@pytest.mark.parametrize("accepted,expected", [
+    ((STRAY, OLD), rotation.PENDING),
+    ((OLD, STRAY, NEW), rotation.ACCEPTED),
+    ((NEW, STRAY, OLD), rotation.SWAPPED),
+    ((STRAY, NEW), rotation.REMOVED),
+])
+def test_progress_of_an_accepted_only_node_ignores_strays(accepted, expected):
+    assert rotation.progress(rotation.NodeCAs(None, accepted), OLD, NEW) == expected
+
+
+@pytest.mark.parametrize("accepted", [(), (STRAY,), (STRAY, OTHER)])
+def test_accepted_only_node_is_foreign_only_when_neither_ca_is_there(accepted):
+    assert rotation.progress(rotation.NodeCAs(None, accepted), OLD, NEW) == rotation.FOREIGN
+    with pytest.raises(RotationStateError, match="accepts neither the CA being replaced") as info:
+        rotation.desired_state("accept", rotation.NodeCAs(None, accepted), OLD, NEW, node="10.5.0.7")
+    assert "10.5.0.7" in str(info.value) and "no issuing CA field" in str(info.value)
+
+
+@pytest.mark.parametrize("phase,where,expected", [
+    ("accept", rotation.PENDING, (None, (OLD, NEW))),
+    ("accept", rotation.ACCEPTED, (None, (OLD, NEW))),
+    ("accept", rotation.SWAPPED, (None, (NEW, OLD))),
+    ("accept", rotation.REMOVED, (None, (NEW,))),
+    ("swap", rotation.PENDING, (None, (NEW, OLD))),
+    ("swap", rotation.ACCEPTED, (None, (NEW, OLD))),
+    ("swap", rotation.SWAPPED, (None, (NEW, OLD))),
+    ("swap", rotation.REMOVED, (None, (NEW,))),
+    ("remove", rotation.SWAPPED, (None, (NEW,))),
+    ("remove", rotation.REMOVED, (None, (NEW,))),
+])
+def test_accepted_only_node_keeps_its_shape_in_every_phase(phase, where, expected):
+    assert rotation.desired_state(phase, ACCEPTED_ONLY[where], OLD, NEW) == expected
+
+
+@pytest.mark.parametrize("where", [rotation.PENDING, rotation.ACCEPTED])
+def test_accepted_only_remove_before_swap_is_refused(where):
+    with pytest.raises(RotationStateError, match="run the swap phase before removing"):
+        rotation.desired_state("remove", ACCEPTED_ONLY[where], OLD, NEW, node="10.5.0.7")
+
+
+def test_accepted_only_strays_are_kept_behind_the_issuing_role():
+    issuing, accepted = rotation.desired_state("accept", rotation.NodeCAs(None, (STRAY, OLD)), OLD, NEW)
+    assert (issuing, accepted) == (None, (STRAY, OLD, NEW))
+    issuing, accepted = rotation.desired_state("swap", rotation.NodeCAs(issuing, accepted), OLD, NEW)
+    assert (issuing, accepted) == (None, (NEW, STRAY, OLD))
+    assert rotation.desired_state("remove", rotation.NodeCAs(issuing, accepted), OLD, NEW) == (None, (NEW, STRAY))
+
+
+@pytest.mark.parametrize("phase,expected", [
+    ("accept", (None, (OLD, NEW))),
+    ("swap", (None, (NEW, OLD))),
+    ("remove", (None, (NEW,))),
+])
+def test_accepted_only_preview_applies_earlier_phases_first(phase, expected):
+    assert rotation.desired_state(phase, ACCEPTED_ONLY[rotation.PENDING], OLD, NEW, preview=True) == expected
