@@ -1,0 +1,98 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""talos_kubernetes_restart: restart named workloads once per new Kubernetes CA, as `kubectl rollout restart` does.
+
+Pods read the cluster CA bundle when they start and keep it; after the swap the API servers
+serve with the new CA, so clients in pods that trust only the old one fail until restarted.
+The restart is the pod template annotation kubectl sets (kubectl.kubernetes.io/restartedAt),
+plus one that records the CA it was done for: a rerun finds it and restarts nothing again.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+RESTARTED_FOR_CA = "talosops.pki/restarted-for-kubernetes-ca"
+
+ARGUMENT_SPEC = {
+    "kubeconfig": {"type": "path"},
+    "context": {"type": "str"},
+    "server_ca": {"type": "list", "elements": "path"},
+    "request_timeout": {"type": "float", "default": 10.0},
+    "ca_fingerprint": {"type": "str", "required": True},
+    "workloads": {
+        "type": "list",
+        "elements": "dict",
+        "required": True,
+        "options": {
+            "namespace": {"type": "str", "required": True},
+            "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
+            "name": {"type": "str", "required": True},
+        },
+    },
+}
+REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
+
+
+def run(params, check_mode=False, diff=False):
+    fingerprint = params["ca_fingerprint"].strip().lower().replace(":", "")
+    if len(fingerprint) != 64 or any(char not in "0123456789abcdef" for char in fingerprint):
+        raise ConfigError("ca_fingerprint must be the SHA-256 fingerprint of the new Kubernetes CA (64 hex digits), e.g. "
+                          "talos_ca_generate's ca_fingerprint.")
+    credentials = Kubeconfig.load(find_kubeconfig(params["kubeconfig"])).credentials(params["context"])
+    server_ca = None
+    if params["server_ca"]:
+        server_ca = b"".join(_files.read_bytes(path, "server CA certificate") for path in params["server_ca"])
+    reports, problems = [], []
+    restarted_at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with _kubernetes.KubeAPI(credentials, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
+        for workload in params["workloads"]:
+            report, problem = _restart(api, workload, fingerprint, restarted_at, check_mode)
+            reports.append(report)
+            if problem:
+                problems.append(problem)
+    result = {"changed": any(report["changed"] for report in reports), "workloads": reports}
+    if diff:
+        result["diff"] = {"before": {_label(r): r["before"] for r in reports}, "after": {_label(r): r["after"] for r in reports},
+                          "before_header": "pod template annotations", "after_header": "pod template annotations"}
+    if problems:
+        result.update(failed=True, msg="%d of %d workloads were not restarted: %s" % (len(problems), len(reports), "; ".join(problems)))
+    return result
+
+
+def _label(report):
+    return "%s/%s/%s" % (report["namespace"], report["kind"], report["name"])
+
+
+def _restart(api, workload, fingerprint, restarted_at, check_mode):
+    """(report, problem or None) for one workload."""
+    namespace, kind, name = workload["namespace"], workload["kind"], workload["name"]
+    report = {"namespace": namespace, "kind": kind, "name": name, "changed": False}
+    read = api.read_workload(kind, namespace, name)
+    if read.kind != _kubernetes.OK:
+        return report, "%s %s/%s: %s" % (kind, namespace, name, _hint(read))
+    before = {key: read.value.get(key) for key in (RESTARTED_AT, RESTARTED_FOR_CA)}
+    report["before"] = before
+    if before[RESTARTED_FOR_CA] == fingerprint:
+        return dict(report, after=before), None
+    after = {RESTARTED_AT: restarted_at, RESTARTED_FOR_CA: fingerprint}
+    # In check mode the API server validates the patch and persists nothing (dryRun=All).
+    patched = api.patch_template_annotations(kind, namespace, name, after, dry_run=check_mode)
+    if patched.kind != _kubernetes.OK:
+        return report, "%s %s/%s: %s" % (kind, namespace, name, _hint(patched))
+    return dict(report, changed=True, after=after, dry_run=check_mode), None
+
+
+def _hint(outcome):
+    if outcome.kind == _kubernetes.HTTP_ERROR and outcome.value == 404:
+        return "not found (%s): check its namespace, kind and name" % outcome.detail
+    if outcome.kind in (_kubernetes.UNAUTHORIZED, _kubernetes.FORBIDDEN):
+        return "%s: use an admin kubeconfig (the rotation's fresh one)" % outcome.detail
+    return outcome.detail

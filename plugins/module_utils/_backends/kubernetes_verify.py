@@ -1,0 +1,125 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# PRIVATE to talosops.pki: may change at any time.
+"""talos_kubernetes_verify: prove with the kubernetes client that a kubeconfig reaches the API and every node is Ready,
+or that the API servers refuse its client certificate.
+
+A refusal counts only as 401 Unauthorized: that is kube-apiserver saying it does not
+authenticate the certificate. A TLS failure, a timeout or a 5xx proves nothing about the
+credentials (the server may be down, or our CA bundle wrong), so it fails the check.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
+
+ARGUMENT_SPEC = {
+    "kubeconfig": {"type": "path"},
+    "context": {"type": "str"},
+    "server_ca": {"type": "list", "elements": "path"},
+    "api_servers": {"type": "list", "elements": "str"},
+    "expect": {"type": "str", "default": "reachable", "choices": ["reachable", "refused"]},
+    "nodes": {"type": "list", "elements": "str"},
+    "deadline": {"type": "float", "default": 180.0},
+    "retry_interval": {"type": "float", "default": 1.0},
+    "request_timeout": {"type": "float", "default": 10.0},
+}
+REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
+
+
+def run(params, check_mode=False, diff=False):
+    if params["deadline"] <= 0 or params["retry_interval"] <= 0 or params["request_timeout"] <= 0:
+        raise ConfigError("deadline, retry_interval and request_timeout must be positive numbers of seconds.")
+    path = find_kubeconfig(params["kubeconfig"])
+    credentials = Kubeconfig.load(path).credentials(params["context"])
+    server_ca = None
+    if params["server_ca"]:
+        server_ca = b"".join(_files.read_bytes(ca_path, "server CA certificate") for ca_path in params["server_ca"])
+    servers = [_kubernetes.server_url(server) for server in (params["api_servers"] or [credentials.server])]
+    deadline = time.monotonic() + params["deadline"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(servers), 16)) as pool:
+        outcomes = list(pool.map(lambda server: _verify_server(server, credentials, server_ca, params, deadline), servers))
+    per_server = dict(zip(servers, outcomes))
+    result = {"changed": False, "expect": params["expect"], "kubeconfig": path, "context": credentials.context,
+              "api_servers": {server: outcome["report"] for server, outcome in per_server.items()}, "nodes": {}}
+    if params["expect"] == "reachable":
+        listing = next((outcome["nodes"] for outcome in outcomes if outcome["nodes"] is not None), None)
+        result.update(_node_report(listing, params["nodes"]))
+    failed = sorted(server for server, outcome in per_server.items() if not outcome["report"]["ok"])
+    result["failed_api_servers"] = failed
+    if failed:
+        details = "; ".join(per_server[server]["report"]["detail"] for server in failed)
+        result.update(failed=True, msg="%d of %d API servers did not prove %s within %ss: %s" % (
+            len(failed), len(servers), _wording(params["expect"]), params["deadline"], details))
+    return result
+
+
+def _wording(expect):
+    return "the API reachable with every node Ready" if expect == "reachable" else "that they refuse this client certificate (401)"
+
+
+def _verify_server(server, credentials, server_ca, params, deadline):
+    """Retry one API server until it proves the expectation or the shared deadline passes."""
+    started = time.monotonic()
+    detail, nodes = "not tried", None
+    while True:
+        with _kubernetes.KubeAPI(credentials, server=server, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
+            outcome = api.nodes()
+        if params["expect"] == "reachable":
+            if outcome.kind == _kubernetes.OK:
+                nodes = outcome.value
+                problem = _readiness_problem(nodes, params["nodes"])
+                if problem is None:
+                    return _done(True, "answered, every node Ready", started, nodes)
+                detail = "%s: %s" % (server, problem)
+            else:
+                detail = outcome.detail
+        elif outcome.kind == _kubernetes.UNAUTHORIZED:
+            return _done(True, outcome.detail, started, None)
+        elif outcome.kind in (_kubernetes.OK, _kubernetes.FORBIDDEN):
+            detail = "%s still authenticates this client certificate (%s)" % (server, "answered" if outcome.kind == _kubernetes.OK else "403")
+        else:
+            detail = "%s (this proves nothing about the credentials)" % outcome.detail
+        if time.monotonic() + params["retry_interval"] > deadline:
+            return _done(False, detail, started, nodes)
+        time.sleep(params["retry_interval"])
+
+
+def _done(ok, detail, started, nodes):
+    return {"report": {"ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 3)}, "nodes": nodes}
+
+
+def _matches(expected, node):
+    return expected == node.name or expected in node.addresses
+
+
+def _readiness_problem(nodes, expected):
+    missing = [name for name in expected or () if not any(_matches(name, node) for node in nodes)]
+    not_ready = ["%s (%s: %s)" % (node.name, node.reason or node.ready, node.message or "no message") for node in nodes if node.ready != "True"]
+    problems = []
+    if missing:
+        problems.append("not registered: %s" % ", ".join(missing))
+    if not_ready:
+        problems.append("not Ready: %s" % "; ".join(not_ready))
+    if not nodes:
+        problems.append("the API lists no nodes")
+    return ", ".join(problems) or None
+
+
+def _node_report(nodes, expected):
+    if nodes is None:
+        return {"nodes": {}, "ready_count": 0, "not_ready_nodes": [], "missing_nodes": list(expected or [])}
+    report = {node.name: {"ready": node.ready == "True", "status": node.ready, "reason": node.reason, "message": node.message,
+                          "addresses": list(node.addresses)} for node in nodes}
+    return {
+        "nodes": report,
+        "ready_count": sum(1 for node in nodes if node.ready == "True"),
+        "not_ready_nodes": sorted(node.name for node in nodes if node.ready != "True"),
+        "missing_nodes": [name for name in expected or () if not any(_matches(name, node) for node in nodes)],
+    }

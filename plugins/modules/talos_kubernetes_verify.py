@@ -1,0 +1,138 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) talosops.pki contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: talos_kubernetes_verify
+short_description: Prove that a kubeconfig reaches the Kubernetes API with every node Ready, or that it is refused
+version_added: 0.1.0
+description:
+  - Lists the cluster's nodes with the C(kubernetes) Python client on each API server of O(api_servers) (default - the
+    kubeconfig's server), concurrently, each try on a fresh connection.
+  - With O(expect=reachable), every API server must answer and every node it lists must be Ready (and every node of
+    O(nodes) registered); retried until O(deadline), as a kubelet takes a moment to report after a restart. The Ready
+    status of each node is reported.
+  - With O(expect=refused), every API server must answer 401 Unauthorized - kube-apiserver no longer authenticates the client
+    certificate. A TLS failure, a timeout or another status proves nothing about the credentials and fails the check.
+  - TLS verification always stays on; O(server_ca) replaces the kubeconfig's CA data to check one trust state precisely.
+  - Never changes anything.
+extends_documentation_fragment:
+  - talosops.pki._kubernetes
+  - talosops.pki._attributes
+  - talosops.pki._attributes.info_module
+options:
+  api_servers:
+    description:
+      - API servers to check, as C(https://host:port) or C(host) (port 6443). The kubeconfig's server when not set.
+      - Give every control plane to prove that each kube-apiserver refuses old credentials, not only the one behind the
+        kubeconfig's endpoint.
+    type: list
+    elements: str
+  expect:
+    description:
+      - V(reachable) - the API answers and every node is Ready. V(refused) - every API server answers 401 Unauthorized.
+    type: str
+    default: reachable
+    choices: [reachable, refused]
+  nodes:
+    description:
+      - Nodes that must be registered (and Ready), by node name or address - for example the inventory's nodes, so that a
+        node missing from the API is not mistaken for a healthy cluster.
+    type: list
+    elements: str
+  deadline:
+    description:
+      - Seconds each API server has to prove the expectation, retries included (upstream C(talosctl) waits 3 minutes for
+        nodes to be Ready).
+    type: float
+    default: 180.0
+  retry_interval:
+    description:
+      - Seconds between two tries.
+    type: float
+    default: 1.0
+seealso:
+  - module: talosops.pki.talos_kubeconfig
+  - module: talosops.pki.talos_verify
+author:
+  - talosops.pki contributors (@talosops)
+"""
+
+EXAMPLES = r"""
+- name: The new kubeconfig works and every node is Ready
+  talosops.pki.talos_kubernetes_verify:
+    kubeconfig: ~/.talos/rotation/kubernetes/kubeconfig
+    nodes: "{{ groups['controlplane'] + groups['worker'] }}"
+  run_once: true
+
+- name: Every API server refuses the kubeconfig from before the rotation
+  talosops.pki.talos_kubernetes_verify:
+    kubeconfig: ~/.talos/rotation/kubernetes/previous-kubeconfig
+    server_ca: [~/.talos/rotation/kubernetes/ca.crt]
+    api_servers: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+    expect: refused
+  run_once: true
+"""
+
+RETURN = r"""
+expect:
+  description: The expectation checked.
+  returned: always
+  type: str
+  sample: reachable
+kubeconfig:
+  description: The kubeconfig used.
+  returned: always
+  type: str
+context:
+  description: The context used.
+  returned: always
+  type: str
+api_servers:
+  description: Per API server URL - C(ok), C(detail) (what it answered) and C(seconds) it took.
+  returned: always
+  type: dict
+  sample: {"https://10.5.0.2:6443": {"ok": true, "detail": "answered, every node Ready", "seconds": 0.2}}
+failed_api_servers:
+  description: API servers that did not prove the expectation, sorted.
+  returned: always
+  type: list
+  elements: str
+nodes:
+  description: Per node name, from the last listing - C(ready), C(status) of the Ready condition (V(True), V(False), V(Unknown)),
+    C(reason), C(message), C(addresses). Empty with O(expect=refused).
+  returned: always
+  type: dict
+  sample: {"cp-1": {"ready": true, "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+           "addresses": ["10.5.0.2", "cp-1"]}}
+ready_count:
+  description: Nodes Ready in the last listing.
+  returned: with O(expect=reachable)
+  type: int
+not_ready_nodes:
+  description: Nodes not Ready in the last listing, sorted.
+  returned: with O(expect=reachable)
+  type: list
+  elements: str
+missing_nodes:
+  description: Entries of O(nodes) that the API does not list.
+  returned: with O(expect=reachable)
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.talosops.pki.plugins.module_utils._ansible import run_module
+from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_verify
+
+
+def main():
+    run_module(kubernetes_verify, AnsibleModule)
+
+
+if __name__ == "__main__":
+    main()
