@@ -10,6 +10,7 @@ Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
   <dir>/ca.key            its key, under the PEM label Talos writes
   <dir>/previous-ca.crt   the CA being replaced (certificate only)
   <dir>/rotation.json     kind, fingerprints, creation time (no key material)
+  <dir>/audit.jsonl       one JSON line per CA operation: time, event, node, phase, fingerprints (no key material)
 
 The set is written into a sibling temp folder and renamed into place, so the directory
 either holds a whole rotation or none: a run killed mid-write leaves nothing half-made.
@@ -30,6 +31,7 @@ CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 PREVIOUS_CA_CERT = "previous-ca.crt"
 STATE_FILE = "rotation.json"
+AUDIT_LOG = "audit.jsonl"
 FORMAT_VERSION = 1
 
 
@@ -65,6 +67,24 @@ class Rotation:
     def previous_ca_cert(self):
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 
+    def record(self, event, **fields):
+        """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys).
+
+        One write() of one line on a file opened O_APPEND: lines from concurrent forks do not interleave.
+        """
+        entry = dict(fields, time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
+                     kind=self.kind)
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        try:
+            handle = os.open(self.file(AUDIT_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _files.PRIVATE_FILE_MODE)
+            try:
+                os.write(handle, line)
+            finally:
+                os.close(handle)
+        except OSError as exc:
+            raise TalosPKIError("cannot append to the audit log %s: %s. The rotation directory must stay writable." % (
+                self.file(AUDIT_LOG), exc.strerror)) from exc
+
     def facts(self):
         """Paths and public facts for task output: never key material."""
         return {
@@ -76,6 +96,7 @@ class Rotation:
             "ca_fingerprint": self.ca_fingerprint,
             "previous_ca_fingerprint": self.previous_ca_fingerprint,
             "created": self.state["created"],
+            "audit_log_path": self.file(AUDIT_LOG),
         }
 
 

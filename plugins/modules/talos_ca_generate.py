@@ -18,6 +18,8 @@ description:
   - Can issue a talosconfig context with a client certificate from the new CA (O(talosconfig)), kept while it is valid,
     from this CA and has the asked roles, and update the CA in a C(talosctl gen secrets) bundle (O(secrets_file)), keeping a backup.
   - Returns certificate facts and paths, never the key unless O(return_key=true).
+  - Appends what it does (CA generated, talosconfig written, secrets bundle updated, rotation archived) to C(audit.jsonl) in
+    O(path), a JSON line each with the time and fingerprints, never key material.
 extends_documentation_fragment:
   - talosops.pki._attributes
 attributes:
@@ -178,6 +180,11 @@ created:
   description: When the rotation was created (UTC, ISO 8601).
   returned: always
   type: str
+audit_log_path:
+  description: The rotation's audit log (JSON lines, no key material).
+  returned: always
+  type: str
+  sample: /var/lib/talos-rotation/talos/audit.jsonl
 ca:
   description: Facts of the new CA - subject, issuer, fingerprint_sha256, not_before, not_after, is_ca, key_type, key usages.
   returned: always

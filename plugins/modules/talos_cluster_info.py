@@ -63,6 +63,15 @@ options:
         to become so, polled every half second.
     type: float
     default: 60.0
+  require_progress:
+    description:
+      - Maps a CA kind (V(talos), V(kubernetes)) to the progress every node must have reached in that kind's rotation
+        (V(pending), V(accepted), V(swapped), V(removed)), read from the nodes' live CA fields against O(rotation_dirs).
+      - For phases run as separate jobs - a job that starts with the swap phase requires V(accepted), one that starts
+        with the remove phase V(swapped) - so that a job never runs a phase whose predecessor has not happened on every node.
+      - A node behind, or no rotation in the kind's rotation directory, fails the preflight naming the nodes and the phase to run.
+    type: dict
+    default: {}
 author:
   - talosops.pki contributors (@talosops)
 """
@@ -74,6 +83,16 @@ EXAMPLES = r"""
     controlplanes: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     workers: [10.5.0.5, 10.5.0.6]
   register: cluster
+  run_once: true
+
+- name: Preflight of a job that runs the swap phase only (the accept phase ran in an earlier job)
+  talosops.pki.talos_cluster_info:
+    controlplanes: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+    workers: [10.5.0.5, 10.5.0.6]
+    rotation_dirs:
+      talos: /var/lib/talos-rotation/talos
+    require_progress:
+      talos: accepted
   run_once: true
 
 - name: Show each node's progress

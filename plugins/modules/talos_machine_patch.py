@@ -60,6 +60,7 @@ options:
   rotation_dir:
     description:
       - Rotation directory written by M(talosops.pki.talos_ca_generate) for this CA; gives the previous and the new CA.
+      - Every change applied to a node is appended to its C(audit.jsonl) (time, node, phase, progress, fingerprints).
     type: path
     required: true
   machine_type:
@@ -143,6 +144,16 @@ progress_after:
   returned: always
   type: str
   sample: accepted
+started:
+  description: When the task started, in seconds since the epoch (UTC); with C(finished), a phase's wall time across hosts.
+  returned: success
+  type: float
+  sample: 1795430000.125
+finished:
+  description: When the task finished, in seconds since the epoch (UTC).
+  returned: success
+  type: float
+  sample: 1795430002.5
 issuing_ca_fingerprint:
   description: SHA-256 fingerprint of the node's issuing CA after the patch; V(null) on a node without an issuing CA field.
   returned: always

@@ -320,3 +320,20 @@ def test_interrupted_kubernetes_rotation_resumes_with_the_same_ca(make_sim_clust
     previous = Kubeconfig.load(os.path.join(rotation_dir, "kubernetes", "previous-kubeconfig")).credentials()
     assert _pki.is_issued_by(previous.crt, cluster.secrets.k8s_ca.cert_pem)
     assert "old kubeconfig refused (401)" in finished.output
+
+
+def test_both_cas_rotated_in_separate_phase_jobs(make_sim_cluster, tmp_path):
+    # After the swap job the user's talosconfig (old client certificate, old server CA) no longer trusts the endpoints;
+    # the Kubernetes flow of the same and later jobs must reach them with the rotation's own talosconfig.
+    cluster = make_sim_cluster(controlplanes=1, workers=2, talos_version="v1.15.0", kubelet_restart_delay=0.05)
+    rotation_dir = str(tmp_path / "rotation")
+    old_kubeconfig = str(tmp_path / "old-kubeconfig")
+    shutil.copy(cluster.kubeconfig_path, old_kubeconfig)
+    variables = {"rotate_kubernetes": True, "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)}
+    for phase in ("accept", "swap", "remove"):
+        job = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_phases=[phase]))
+        assert job.returncode == 0, "%s job: %s" % (phase, job.output[-6000:])
+    new_k8s_ca = pem_to_der(read(os.path.join(rotation_dir, "kubernetes", "ca.crt")))
+    assert all(kubernetes_ca_fields(node) in ((new_k8s_ca, []), (None, [new_k8s_ca])) for node in cluster.nodes)
+    assert list_nodes(cluster.kubeconfig_path).kind == _kubernetes.OK
+    assert all(entry["ready"] for entry in cluster.kubernetes_nodes())

@@ -1,6 +1,7 @@
 """The Talos API CA rotation, end to end: ansible-playbook against a simulated 3 + 2 cluster."""
 
 import base64
+import json
 import os
 
 import pytest
@@ -81,11 +82,64 @@ def test_rotation_completes_and_rerun_changes_nothing(cluster, tmp_path):
     assert os.stat(os.path.join(rotation_dir, "talos", "ca.key")).st_mode & 0o777 == 0o600
     assert os.stat(os.path.join(rotation_dir, "talos")).st_mode & 0o777 == 0o700
     assert all(counts["changed"] > 0 for counts in first.recap.values()), first.recap
+    # The audit log holds the CA's creation, then each node's three moves, control planes before workers in each phase.
+    patched = [entry for entry in audit_log(rotation_dir) if entry["event"] == "node_patched"]
+    assert audit_log(rotation_dir)[0]["event"] == "ca_generated"
+    moves = [(entry["phase"], entry["progress_before"], entry["progress_after"]) for entry in patched]
+    assert sorted(set(moves)) == [("accept", "pending", "accepted"), ("remove", "swapped", "removed"), ("swap", "accepted", "swapped")]
+    assert len(patched) == 3 * len(cluster.nodes)
+    controlplanes = {node.address for node in cluster.controlplanes}
+    for phase in ("accept", "swap", "remove"):
+        order = [entry["node"] in controlplanes for entry in patched if entry["phase"] == phase]
+        assert order == sorted(order, reverse=True), "%s: a worker was patched before a control plane" % phase
+    assert "PRIVATE KEY" not in read(os.path.join(rotation_dir, "talos", "audit.jsonl")).decode()
+    assert "wall seconds per phase" in first.output
 
     second = run_playbook(cluster, rotation_dir)
     assert second.returncode == 0, second.output[-6000:]
     assert set(second.recap) == set(first.recap)
     assert all(counts["changed"] == 0 for counts in second.recap.values()), second.recap
+    assert [entry for entry in audit_log(rotation_dir) if entry["event"] == "node_patched"] == patched  # nothing moved
+
+
+def audit_log(rotation_dir):
+    with open(os.path.join(rotation_dir, "talos", "audit.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_phases_as_separate_jobs_complete_a_rotation_and_refuse_to_skip_one(cluster, tmp_path):
+    rotation_dir = str(tmp_path / "rotation")
+    old_ca = old_ca_der_of(cluster)
+    configs = {node.name: node.config_bytes() for node in cluster.nodes}
+
+    # remove first: refused by the preflight, before any change (no rotation exists yet).
+    remove_first = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": ["remove"]})
+    assert remove_first.returncode != 0
+    assert "preflight refused the rotation before any change" in remove_first.output and "run the phases from accept on" in remove_first.output
+    assert {node.name: node.config_bytes() for node in cluster.nodes} == configs
+
+    accept = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": ["accept"]})
+    assert accept.returncode == 0, accept.output[-6000:]
+    new_ca = pem_to_der(read(os.path.join(rotation_dir, "talos", "ca.crt")))
+    assert all(node_ca_fields(node)[0] == old_ca and new_ca in node_ca_fields(node)[1] for node in cluster.nodes)
+    assert read(cluster.talosconfig_path) == read(os.path.join(rotation_dir, "talos", "previous-talosconfig"))  # not yet
+
+    # remove after accept: every node is named as not swapped, and nothing changes.
+    configs = {node.name: node.config_bytes() for node in cluster.nodes}
+    skipped_swap = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": ["remove"]})
+    assert skipped_swap.returncode != 0 and "run the swap phase first" in skipped_swap.output
+    assert all(node.address in skipped_swap.output for node in cluster.nodes)
+    assert {node.name: node.config_bytes() for node in cluster.nodes} == configs
+
+    # A phase cannot be skipped inside one run either.
+    gap = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": ["accept", "remove"]})
+    assert gap.returncode != 0 and "give a consecutive run of the phases" in gap.output
+
+    for phase in ("swap", "remove"):
+        job = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": [phase]})
+        assert job.returncode == 0, job.output[-6000:]
+    assert assert_rotated(cluster, rotation_dir, old_ca) == new_ca
+    assert_credentials(cluster, cluster.talosconfig_path, works=True)
 
 
 def test_check_mode_contacts_nodes_changes_nothing(cluster, tmp_path):
@@ -154,3 +208,13 @@ def test_no_private_key_in_verbose_diff_output(cluster, tmp_path):
     for text in (check.output, real.output):
         leaked = [needle for needle in needles if needle in text]
         assert not leaked, "private key material in the output: %s" % leaked[:3]
+
+
+def test_a_run_limited_to_some_nodes_is_refused_before_any_change(cluster, tmp_path):
+    configs = {node.name: node.config_bytes() for node in cluster.nodes}
+    left_out = inventory_hosts(cluster, "worker")[0]
+    run = run_playbook(cluster, str(tmp_path / "rotation"), "--limit", "all:!%s" % left_out)
+    assert run.returncode != 0
+    assert "This run leaves out %s" % left_out in run.output and "Run without --limit" in run.output
+    assert {node.name: node.config_bytes() for node in cluster.nodes} == configs
+    assert not os.path.exists(tmp_path / "rotation")

@@ -52,15 +52,20 @@ def run(params, check_mode=False, diff=False):
     if rotation is None:
         rotation = _create(params, check_mode)
         result.update(changed=True, throwaway=check_mode)
+        rotation.record("ca_generated", ca_fingerprint=rotation.ca_fingerprint, previous_ca_fingerprint=rotation.previous_ca_fingerprint)
     ca = rotation.ca()
     _pki.validate_ca(ca.crt, ca.key, what="rotation CA in %s" % rotation.path)
     result.update(rotation.facts(), ca=_pki.describe_certificate(ca.crt), previous_ca=_pki.describe_certificate(rotation.previous_ca_cert()))
     if params["talosconfig"]:
         result["talosconfig"] = _issue_talosconfig(params["talosconfig"], rotation, ca, check_mode)
         result["changed"] |= result["talosconfig"]["changed"]
+        if result["talosconfig"]["changed"] and not check_mode:
+            rotation.record("talosconfig_written", path=result["talosconfig"]["path"], context=result["talosconfig"]["context"])
     if params["secrets_file"]:
         result["secrets_file"] = _update_secrets(params["secrets_file"], rotation, ca, check_mode)
         result["changed"] |= result["secrets_file"]["changed"]
+        if result["secrets_file"]["changed"] and not check_mode:
+            rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
     if params["return_key"]:
         # The caller asked for the key: the whole result is hidden from output and logs.
         result.update(ca_key=ca.key.decode(), _ansible_no_log=True)
@@ -75,6 +80,7 @@ def _archive_completed(rotation, params, check_mode):
                                  "its new CA %s. Finish that rotation first (run again without start_new)." % (rotation.path, rotation.ca_fingerprint[:16]))
     if check_mode:
         return rotation.path + ".archived-<time>"
+    rotation.record("rotation_archived", ca_fingerprint=rotation.ca_fingerprint)
     return _rotation_store.archive(rotation.path)
 
 

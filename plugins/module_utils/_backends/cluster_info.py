@@ -23,6 +23,7 @@ ARGUMENT_SPEC = with_auth({
     "concurrency": {"type": "int", "default": 64},
     "kubelet_health": {"type": "bool", "default": False},
     "kubelet_deadline": {"type": "float", "default": 60.0},
+    "require_progress": {"type": "dict", "default": {}},
 })
 
 KINDS = ("talos", "kubernetes")
@@ -39,6 +40,7 @@ def run(params, check_mode=False, diff=False):
     if not params["controlplanes"]:
         raise TalosPKIError("no control-plane nodes given: the inventory group of control planes is empty. A rotation "
                             "patches control planes first; list them.")
+    _check_required_progress_spec(params)
     user_target = Target(params)
     target = _choose_credentials(params, user_target)
     rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
@@ -162,6 +164,35 @@ def _check(cluster, params, rotations):
             if facts[kind]["progress"] == _rotation.FOREIGN:
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
                                 "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
+    problems.extend(_missing_progress(params, nodes, rotations))
+    return problems
+
+
+def _check_required_progress_spec(params):
+    for kind, minimum in params["require_progress"].items():
+        if kind not in KINDS or minimum not in _rotation.PROGRESS:
+            raise TalosPKIError("require_progress maps a CA kind (%s) to the progress every node must have reached (%s); got %s: %s."
+                                % (", ".join(KINDS), ", ".join(_rotation.PROGRESS), kind, minimum))
+
+
+def _missing_progress(params, nodes, rotations):
+    """A job that starts with a later phase (phases as separate jobs) needs every node through the earlier ones."""
+    problems = []
+    for kind, minimum in params["require_progress"].items():
+        if minimum == _rotation.PENDING:
+            continue
+        phase = next(phase for phase, reached in _rotation.PHASE_REACHES.items() if reached == minimum)
+        if rotations.get(kind) is None:
+            problems.append("no %s CA rotation is in progress in %s, but this run starts after the %s phase: run the phases "
+                            "from accept on first (or point the rotation directory at the rotation's)." % (
+                                kind, params["rotation_dirs"].get(kind), phase))
+            continue
+        behind = sorted(node for node, facts in nodes.items() if facts[kind].get("progress") in _rotation.PROGRESS
+                        and _rotation.PROGRESS.index(facts[kind]["progress"]) < _rotation.PROGRESS.index(minimum))
+        if behind:
+            problems.append("this run starts after the %s phase of the %s CA rotation, but %s %s not reached it (%s): run the "
+                            "%s phase first." % (phase, kind, ", ".join(behind), "has" if len(behind) == 1 else "have",
+                                                 ", ".join("%s is %s" % (node, nodes[node][kind]["progress"]) for node in behind), phase))
     return problems
 
 

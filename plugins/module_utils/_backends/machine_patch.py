@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
@@ -45,7 +46,16 @@ def run(params, check_mode=False, diff=False):
     if rotation is None:
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
     target = Target(params)
-    return run_async(_patch(params, target, rotation, check_mode, diff))
+    started = time.time()
+    result = run_async(_patch(params, target, rotation, check_mode, diff))
+    # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
+    result.update(started=round(started, 3), finished=round(time.time(), 3))
+    if result["changed"] and not check_mode:
+        rotation.record("node_patched", node=result["node"], phase=result["phase"], progress_before=result["progress_before"],
+                        progress_after=result["progress_after"], issuing_ca_fingerprint=result["issuing_ca_fingerprint"],
+                        accepted_ca_fingerprints=result["accepted_ca_fingerprints"], apply_mode=result["apply_mode"],
+                        seconds=round(result["finished"] - result["started"], 3))
+    return result
 
 
 async def _patch(params, target, rotation, check_mode, diff):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation_store as store
-from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError, TalosPKIError
 
 
 @pytest.fixture(name="cas", scope="module")
@@ -101,3 +101,26 @@ def test_archive_moves_it_aside(tmp_path, cas):
     store.create(path, "talos", cas[0].crt, cas[1])
     archived = store.archive(path)
     assert store.load(path) is None and store.load(archived).ca_fingerprint == _pki.fingerprint(cas[1].crt)
+
+
+def test_audit_log_appends_one_private_json_line_per_record(tmp_path, cas):
+    old, new = cas
+    rotation = store.create(str(tmp_path / "rotation" / "talos"), "talos", old.crt, new)
+    rotation.record("node_patched", node="10.5.0.2", phase="accept")
+    rotation.record("node_patched", node="10.5.0.3", phase="accept")
+    log = rotation.facts()["audit_log_path"]
+    entries = [json.loads(line) for line in open(log, encoding="utf-8")]
+    assert [(entry["event"], entry["node"], entry["kind"]) for entry in entries] == [
+        ("node_patched", "10.5.0.2", "talos"), ("node_patched", "10.5.0.3", "talos")]
+    assert all(entry["time"].endswith("Z") for entry in entries)
+    assert os.stat(log).st_mode & 0o777 == 0o600
+    # The log lives inside the rotation, which still loads.
+    assert store.load(rotation.path, kind="talos").ca_fingerprint == rotation.ca_fingerprint
+
+
+def test_an_audit_log_that_cannot_be_written_is_a_clear_error(tmp_path, cas):
+    old, new = cas
+    rotation = store.create(str(tmp_path / "rotation" / "talos"), "talos", old.crt, new)
+    os.mkdir(rotation.file(store.AUDIT_LOG))  # something in the way (root may write anywhere, so no chmod)
+    with pytest.raises(TalosPKIError, match="cannot append to the audit log .* must stay writable"):
+        rotation.record("node_patched", node="10.5.0.2")

@@ -1,6 +1,7 @@
 """talos_ca_generate's backend: persist first, reuse on rerun, never write in check mode."""
 
 import base64
+import json
 import os
 import shutil
 
@@ -45,6 +46,10 @@ def test_creates_then_reuses(tmp_path, old_ca):
     assert "ca_key" not in first and "PRIVATE KEY" not in repr(first)
     second = ca_generate.run(params(tmp_path / "talos", old_ca))
     assert not second["changed"] and second["ca_fingerprint"] == first["ca_fingerprint"]
+    # Generated once, recorded once; the log names fingerprints, never key material.
+    audit = open(first["audit_log_path"], encoding="utf-8").read()
+    assert [json.loads(line)["event"] for line in audit.splitlines()] == ["ca_generated"]
+    assert first["ca_fingerprint"] in audit and "PRIVATE KEY" not in audit
 
 
 def test_kubernetes_kind_defaults_to_ecdsa(tmp_path):
