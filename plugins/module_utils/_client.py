@@ -111,8 +111,6 @@ _CLIENT_REFUSED_ALERTS = (
 )
 _CLIENT_EXPIRED_ALERT = "SSLV3_ALERT_CERTIFICATE_EXPIRED"
 
-# HTTP/2 client preface followed by an empty SETTINGS frame: enough for a server to answer.
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 _TALOS_KEY_LABEL = re.compile(rb"-----(BEGIN|END) ED25519 PRIVATE KEY-----")
 
 # Stands for "the client's call_timeout" where None already means "no deadline" (watches).
@@ -502,13 +500,16 @@ class TalosClient:
         yield reply
 
     async def _diagnose(self, endpoint, call):
-        """Open a bare TLS connection and read once: returns the mapped error if the endpoint refuses us, else None."""
+        """Open a bare TLS connection and read once: returns the mapped error if the endpoint refuses us, else None.
+
+        Nothing is sent after the handshake: a server that refuses the certificate then closes a connection with
+        nothing unread, so its alert arrives (unread data would make the close a reset that hides the alert). A
+        server that accepts us speaks first anyway (HTTP/2 servers send their SETTINGS at once).
+        """
         writer = None
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(endpoint.host, endpoint.port, ssl=self._context()), self.connect_timeout)
-            writer.write(_H2_PREFACE)
-            await writer.drain()
             await asyncio.wait_for(reader.read(1), self.connect_timeout)
         except ssl.SSLError as exc:
             error = self._tls_error(exc, endpoint, call)
