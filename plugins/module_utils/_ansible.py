@@ -17,6 +17,7 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.talosops.pki.plugins.module_utils import _files
 from ansible_collections.talosops.pki.plugins.module_utils._errors import TalosPKIError
 
 # (name to tell the user, module to import)
@@ -38,14 +39,19 @@ def missing_library(extra=()):
     return None
 
 
-def execute(backend, params, check_mode, diff):
-    """Run a backend and shape its outcome as a task result (failures included, never raised)."""
+def execute(backend, params, check_mode, diff, sealing=None):
+    """Run a backend and shape its outcome as a task result (failures included, never raised).
+
+    `sealing` (a _files.Sealing) encrypts at rest what the backend writes under its folder; only
+    the controller has the vault secrets, so only action plugins give one.
+    """
     # A backend may need more than every backend does (the Kubernetes checks need the kubernetes client).
     missing = missing_library(getattr(backend, "REQUIRED_LIBRARIES", ()))
     if missing:
         return {"failed": True, "msg": missing[0], "exception": missing[1]}
     try:
-        result = backend.run(params, check_mode=check_mode, diff=diff)
+        with _files.sealing(sealing or _files.Sealing()):
+            result = backend.run(params, check_mode=check_mode, diff=diff)
     except TalosPKIError as error:
         return {"failed": True, "msg": str(error)}
     result.setdefault("changed", False)
@@ -56,6 +62,9 @@ def run_module(backend, module_class):
     """main() of every module: arguments, run, exit."""
     module = module_class(argument_spec=backend.ARGUMENT_SPEC, supports_check_mode=True,
                           **getattr(backend, "ARGUMENT_RULES", {}))
+    if module.params.get("encrypt") == "always":
+        module.fail_json(msg="encrypt=always needs the controller's vault secrets, which a module process does not have: run the "
+                             "task through the collection's action plugin (the default, with the module's own name).")
     result = execute(backend, module.params, module.check_mode, module._diff)  # pylint: disable=protected-access
     if result.pop("failed", False):
         module.fail_json(**result)

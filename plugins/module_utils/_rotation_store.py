@@ -70,17 +70,12 @@ class Rotation:
     def record(self, event, **fields):
         """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys).
 
-        One write() of one line on a file opened O_APPEND: lines from concurrent forks do not interleave.
+        One line per write on a file opened O_APPEND: lines from concurrent forks do not interleave.
         """
         entry = dict(fields, time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
                      kind=self.kind)
-        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
         try:
-            handle = os.open(self.file(AUDIT_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _files.PRIVATE_FILE_MODE)
-            try:
-                os.write(handle, line)
-            finally:
-                os.close(handle)
+            _files.append_line(self.file(AUDIT_LOG), json.dumps(entry, sort_keys=True).encode())
         except OSError as exc:
             raise TalosPKIError("cannot append to the audit log %s: %s. The rotation directory must stay writable." % (
                 self.file(AUDIT_LOG), exc.strerror)) from exc

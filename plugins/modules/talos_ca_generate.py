@@ -21,6 +21,7 @@ description:
   - Appends what it does (CA generated, talosconfig written, secrets bundle updated, rotation archived) to C(audit.jsonl) in
     O(path), a JSON line each with the time and fingerprints, never key material.
 extends_documentation_fragment:
+  - talosops.pki._encryption
   - talosops.pki._attributes
 attributes:
   check_mode:
@@ -108,6 +109,21 @@ options:
       - A C(talosctl gen secrets) bundle whose CA of O(kind) (C(certs.os) or C(certs.k8s)) is set to the new CA. The previous
         file is kept as C(<secrets_file>.bak-<UTC time>). Refused when the bundle holds a CA of another cluster.
     type: path
+  previous_talosconfig:
+    description:
+      - Copies the talosconfig in use before the rotation (O(previous_talosconfig.src)) to O(previous_talosconfig.dest), 0600
+        (encrypted when under O(encrypt_dir)), once - an existing copy is kept, whatever the source has become since. The
+        rotation proves those old credentials refused at the end.
+    type: dict
+    suboptions:
+      src:
+        description: The talosconfig in use.
+        type: path
+        required: true
+      dest:
+        description: Where the copy goes, usually in the rotation directory.
+        type: path
+        required: true
   return_key:
     description:
       - Return the new CA's private key as RV(ca_key). The whole task result is then hidden from output and logs.
@@ -196,6 +212,10 @@ previous_ca:
 talosconfig:
   description: The talosconfig written or kept - C(path), C(context), C(changed).
   returned: when O(talosconfig) is set
+  type: dict
+previous_talosconfig:
+  description: With O(previous_talosconfig) - C(path) of the copy and whether it was C(changed) (written now).
+  returned: when O(previous_talosconfig) is given
   type: dict
 secrets_file:
   description: The secrets bundle updated - C(path), C(changed), C(backup) (path of the backup, or null).

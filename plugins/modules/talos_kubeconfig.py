@@ -20,6 +20,7 @@ description:
     in place; other clusters' entries and the file's current context stay. Same-named entries of another cluster (another
     server and CA) are refused rather than overwritten; give O(name) to write under another name.
 extends_documentation_fragment:
+  - talosops.pki._encryption
   - talosops.pki._auth
   - talosops.pki._attributes
 attributes:

@@ -29,6 +29,7 @@ description:
     be running and healthy, applies, then waits until the kubelet has restarted and is running and healthy again, within
     O(kubelet_timeout). Talos restarts the kubelet whenever the node's Kubernetes CA bundle changes.
 extends_documentation_fragment:
+  - talosops.pki._encryption
   - talosops.pki._auth
   - talosops.pki._attributes
 attributes:

@@ -6,6 +6,7 @@
     <private_data_dir>/env/envvars                   ANSIBLE_COLLECTIONS_PATH and the credential's TALOSCONFIG / TALOSOPS_CONTEXT
     <private_data_dir>/env/tmpXXXXXXXX               the talosconfig the credential type's file injector writes (0600)
     <private_data_dir>/env/cmdline                   extra ansible-playbook arguments of the job (--check, --diff, -v)
+    <private_data_dir>/env/passwords                 answers to prompts (the vault password of a Vault credential)
 
 The job runs the venv's ansible-runner CLI without --process-isolation, in an environment holding nothing of the
 test process's ANSIBLE_* or TALOSCONFIG variables, with HOME in the test's tmp_path (no ~/.talos/config to fall
@@ -98,7 +99,7 @@ class Job:
 
 
 def prepare_private_data_dir(private_data_dir, cluster, rotation_dir, credential_talosconfig, extravars=None, cmdline=None,
-                             envvars=None):
+                             envvars=None, passwords=None):
     """Lay out a fresh private_data_dir for one job; returns the path of the injected talosconfig file.
 
     credential_talosconfig: the bytes the AWX credential holds (the same for every job until someone updates it).
@@ -133,6 +134,9 @@ def prepare_private_data_dir(private_data_dir, cluster, rotation_dir, credential
 
     if cmdline:
         _write(os.path.join(private_data_dir, "env", "cmdline"), cmdline.encode())
+    if passwords:
+        # As AWX answers prompts (a Vault credential: --ask-vault-pass, "Vault password:"): env/passwords, never an env var.
+        _write(os.path.join(private_data_dir, "env", "passwords"), yaml.safe_dump(passwords, default_flow_style=False).encode())
     return talosconfig_path
 
 
@@ -152,11 +156,11 @@ def job_environment(home):
 
 
 def run_job(private_data_dir, cluster, rotation_dir, credential_talosconfig, *, ident="1", extravars=None, cmdline=None,
-            envvars=None, timeout=600):
+            envvars=None, passwords=None, timeout=600):
     """Prepare a fresh private_data_dir and run `ansible-runner run` on it; returns the Job."""
     private_data_dir = os.fspath(private_data_dir)
     talosconfig_path = prepare_private_data_dir(private_data_dir, cluster, rotation_dir, credential_talosconfig,
-                                                extravars=extravars, cmdline=cmdline, envvars=envvars)
+                                                extravars=extravars, cmdline=cmdline, envvars=envvars, passwords=passwords)
     command = [ANSIBLE_RUNNER, "run", private_data_dir, "-p", PLAYBOOK_NAME, "--ident", ident]
     completed = subprocess.run(command, env=job_environment(private_data_dir + ".home"), capture_output=True, text=True,
                                timeout=timeout, check=False, start_new_session=True)

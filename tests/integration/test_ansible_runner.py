@@ -8,15 +8,18 @@ import base64
 import json
 import os
 
+import contextlib
+
 import pytest
 import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from _playbook import pem_to_der, private_key_needles
 from _runner import artifact_texts, kill_switch_envvars, read, run_job
 
-from ansible_collections.talosops.pki.plugins.module_utils import _client
+from ansible_collections.talosops.pki.plugins.module_utils import _client, _files
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import KIND_TALOS, MachineConfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
@@ -42,12 +45,26 @@ def talos_ca_state(node):
     return pem_to_der(fields.issuing_crt), {pem_to_der(pem) for pem in fields.accepted}
 
 
+VAULT_PASSWORD = "the vault password of the AWX Vault credential"
+
+
+@contextlib.contextmanager
+def vault_readable():
+    """Let _files read what the job encrypted with the Vault credential's password (a sealing that writes nothing)."""
+    vault = VaultLib([("default", VaultSecret(VAULT_PASSWORD.encode()))])
+    with _files.sealing(_files.Sealing(None, None, vault.decrypt)):
+        yield
+
+
+def rotation_file(rotation_dir, name):
+    with vault_readable():
+        return _files.read_bytes(os.path.join(rotation_dir, "talos", name), name)
+
+
 def new_ca(rotation_dir):
-    """(DER, SHA-256 fingerprint recorded in rotation.json) of the rotation's new CA."""
-    talos_dir = os.path.join(rotation_dir, "talos")
-    with open(os.path.join(talos_dir, "rotation.json"), encoding="utf-8") as handle:
-        state = json.load(handle)
-    return pem_to_der(read(os.path.join(talos_dir, "ca.crt"))), state["ca_fingerprint"]
+    """(DER, SHA-256 fingerprint recorded in rotation.json) of the rotation's new CA (read in clear if encrypted)."""
+    state = json.loads(rotation_file(rotation_dir, "rotation.json"))
+    return pem_to_der(rotation_file(rotation_dir, "ca.crt")), state["ca_fingerprint"]
 
 
 def assert_nodes_at(cluster, issuing, accepts):
@@ -89,13 +106,14 @@ def private_keys(cluster, rotation_dir, *talosconfigs):
     with open(cluster.secrets_path, encoding="utf-8") as handle:
         certs = yaml.safe_load(handle)["certs"]
     keys = [base64.b64decode(entry["key"]) for entry in certs.values() if entry.get("key")]
-    for path in talosconfigs + (os.path.join(rotation_dir, "talos", "talosconfig"),
-                                os.path.join(rotation_dir, "talos", "previous-talosconfig")):
-        if os.path.exists(path):
-            keys.append(TalosConfig.load(path).get_context().key)
+    with vault_readable():
+        for path in talosconfigs + (os.path.join(rotation_dir, "talos", "talosconfig"),
+                                    os.path.join(rotation_dir, "talos", "previous-talosconfig")):
+            if os.path.exists(path):
+                keys.append(TalosConfig.load(path).get_context().key)
     ca_key = os.path.join(rotation_dir, "talos", "ca.key")
     if os.path.exists(ca_key):
-        keys.append(read(ca_key))
+        keys.append(rotation_file(rotation_dir, "ca.key"))
     return keys
 
 
@@ -145,27 +163,46 @@ def test_awx_check_job_changes_nothing_then_rotation_job_updates_injected_talosc
     assert_no_private_key_in_artifacts([check, rotation], keys)
 
 
-def test_awx_job_killed_after_accept_is_finished_by_a_fresh_job_with_the_same_ca(cluster, tmp_path):
+def test_awx_job_killed_after_accept_is_finished_by_a_fresh_job_with_the_same_encrypted_ca(cluster, tmp_path):
     rotation_dir = str(tmp_path / "volume" / "rotation")
     credential = read(cluster.talosconfig_path)
     old_key = TalosConfig.load(cluster.talosconfig_path).get_context().key
     old_der = talos_ca_state(cluster.nodes[0])[0]
     first_controlplane = inventory_hosts(cluster, "controlplane")[0]
+    # The job template's Vault credential: AWX answers the vault password prompt; nothing is written in clear.
+    vault = {"cmdline": "--ask-vault-pass", "passwords": {r"^Vault password:\s*?$": VAULT_PASSWORD},
+             "extravars": {"rotate_ca_encrypt": "always"}}
 
     # The verification that follows the accept phase runs once, reported on the play's first host.
-    killed = run_job(tmp_path / "job-1", cluster, rotation_dir, credential, ident="1",
+    killed = run_job(tmp_path / "job-1", cluster, rotation_dir, credential, ident="1", **vault,
                      envvars=kill_switch_envvars("Verify | new client certificate, old or new server CA@%s" % first_controlplane))
     # ansible-runner 2.4 exits 0 when ansible-playbook dies by a signal (its rc is None); the job status says failed.
     assert killed.status == "failed", killed.explain()
     assert "PLAY RECAP" not in killed.stdout, killed.explain()
     killed_der, killed_fingerprint = new_ca(rotation_dir)
     assert_nodes_at(cluster, issuing=old_der, accepts=[killed_der])
-    ca_crt = read(os.path.join(rotation_dir, "talos", "ca.crt"))
+    ca_crt = rotation_file(rotation_dir, "ca.crt")
+    stored = {}
+    for folder, _dirs, names in os.walk(rotation_dir):
+        for name in names:
+            stored[name] = read(os.path.join(folder, name))
+    assert {"ca.key", "talosconfig", "previous-talosconfig", "rotation.json", "audit.jsonl"} <= set(stored)
+    for name, data in stored.items():
+        if name == "audit.jsonl":
+            assert all(list(json.loads(line)) == ["vault"] for line in data.splitlines()), data[:200]
+        else:
+            assert data.startswith(b"$ANSIBLE_VAULT;1.1;AES256"), "%s is stored in clear" % name
+
+    # Without the vault password, a resuming job is refused before any change, and says what to give.
+    configs = node_configs(cluster)
+    no_vault = run_job(tmp_path / "job-no-vault", cluster, rotation_dir, credential, ident="2")
+    assert no_vault.status == "failed" and "give the vault password" in no_vault.stdout, no_vault.explain()
+    assert node_configs(cluster) == configs
 
     # AWX: a new job, a new private_data_dir, the credential still holding the pre-rotation talosconfig.
-    resumed = run_job(tmp_path / "job-2", cluster, rotation_dir, credential, ident="2")
+    resumed = run_job(tmp_path / "job-2", cluster, rotation_dir, credential, ident="3", **vault)
     assert resumed.returncode == 0 and resumed.status == "successful", resumed.explain()
-    assert read(os.path.join(rotation_dir, "talos", "ca.crt")) == ca_crt
+    assert rotation_file(rotation_dir, "ca.crt") == ca_crt
     assert new_ca(rotation_dir) == (killed_der, killed_fingerprint)
     assert_rotated_to(cluster, killed_der, old_der)
     assert_talosconfig_holds_new_credentials(cluster, resumed.talosconfig_path, killed_der, old_key)

@@ -5,6 +5,7 @@ watched, a rerun); the tests below each check one aspect of that rotation.
 """
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -220,7 +221,7 @@ def test_a_worker_patched_before_the_control_planes_goes_not_ready(make_sim_clus
     ahead, behind = cluster.workers
     rotation = ca_generate.run({"path": str(tmp_path / "kubernetes"), "kind": "kubernetes", "algorithm": None, "validity_hours": 87600,
                                 "previous_ca": cluster.secrets.k8s_ca.cert_pem.decode(), "create": True, "start_new": False,
-                                "talosconfig": None, "secrets_file": None, "return_key": False})
+                                "talosconfig": None, "secrets_file": None, "previous_talosconfig": None, "return_key": False})
 
     # A worker taken through every phase while the control plane has not even accepted the new CA: it trusts only a
     # CA the API server does not serve with.
@@ -337,3 +338,30 @@ def test_both_cas_rotated_in_separate_phase_jobs(make_sim_cluster, tmp_path):
     assert all(kubernetes_ca_fields(node) in ((new_k8s_ca, []), (None, [new_k8s_ca])) for node in cluster.nodes)
     assert list_nodes(cluster.kubeconfig_path).kind == _kubernetes.OK
     assert all(entry["ready"] for entry in cluster.kubernetes_nodes())
+
+
+def test_both_cas_rotated_with_the_rotation_directory_encrypted(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0", kubelet_restart_delay=0.05)
+    rotation_dir = str(tmp_path / "rotation")
+    variables = {"rotate_kubernetes": True, "rotate_ca_kubeconfig": str(cluster.kubeconfig_path), "rotate_ca_encrypt": "always"}
+    configs = {node.name: node.config_bytes() for node in cluster.nodes}
+
+    refused = run_playbook(cluster, rotation_dir, extra_vars=variables)  # no vault secret: nothing may be written in clear
+    assert refused.returncode != 0 and "encrypt=always but no vault secret is loaded" in refused.output
+    assert {node.name: node.config_bytes() for node in cluster.nodes} == configs and not os.path.exists(rotation_dir)
+
+    password_file = tmp_path / "vault-password"
+    password_file.write_text("s3cret vault password\n")
+    rotated = run_playbook(cluster, rotation_dir, "--vault-password-file", str(password_file), extra_vars=variables)
+    assert rotated.returncode == 0, rotated.output[-6000:]
+    assert list_nodes(cluster.kubeconfig_path).kind == _kubernetes.OK  # the user's kubeconfig stays readable by kubectl
+    stored = {os.path.relpath(os.path.join(folder, name), rotation_dir): read(os.path.join(folder, name))
+              for folder, _dirs, names in os.walk(rotation_dir) for name in names}
+    assert {"talos/ca.key", "talos/talosconfig", "kubernetes/ca.key", "kubernetes/kubeconfig", "kubernetes/previous-kubeconfig"} <= set(stored)
+    for name, data in stored.items():
+        if name.endswith("audit.jsonl"):
+            assert all(list(json.loads(line)) == ["vault"] for line in data.splitlines()), name
+        else:
+            assert data.startswith(b"$ANSIBLE_VAULT;"), "%s is stored in clear" % name
+    rerun = run_playbook(cluster, rotation_dir, "--vault-password-file", str(password_file), extra_vars=variables)
+    assert rerun.returncode == 0 and all(counts["changed"] == 0 for counts in rerun.recap.values()), rerun.output[-4000:]

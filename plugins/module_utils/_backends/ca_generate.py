@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import datetime
+import os
 import tempfile
 
-from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle, TalosConfig, TalosContext
 
-ARGUMENT_SPEC = {
+ARGUMENT_SPEC = _files.with_encryption({
     "path": {"type": "path", "required": True},
     "kind": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
     "algorithm": {"type": "str", "choices": list(_pki.ALGORITHMS)},
@@ -34,8 +35,15 @@ ARGUMENT_SPEC = {
         },
     },
     "secrets_file": {"type": "path"},
+    "previous_talosconfig": {
+        "type": "dict",
+        "options": {
+            "src": {"type": "path", "required": True},
+            "dest": {"type": "path", "required": True},
+        },
+    },
     "return_key": {"type": "bool", "default": False},
-}
+})
 
 # A client certificate closer than this to expiry is reissued on the next run.
 CLIENT_RENEW_BEFORE = datetime.timedelta(days=30)
@@ -61,6 +69,9 @@ def run(params, check_mode=False, diff=False):
         result["changed"] |= result["talosconfig"]["changed"]
         if result["talosconfig"]["changed"] and not check_mode:
             rotation.record("talosconfig_written", path=result["talosconfig"]["path"], context=result["talosconfig"]["context"])
+    if params["previous_talosconfig"]:
+        result["previous_talosconfig"] = _keep_previous_talosconfig(params["previous_talosconfig"], check_mode)
+        result["changed"] |= result["previous_talosconfig"]["changed"]
     if params["secrets_file"]:
         result["secrets_file"] = _update_secrets(params["secrets_file"], rotation, ca, check_mode)
         result["changed"] |= result["secrets_file"]["changed"]
@@ -70,6 +81,18 @@ def run(params, check_mode=False, diff=False):
         # The caller asked for the key: the whole result is hidden from output and logs.
         result.update(ca_key=ca.key.decode(), _ansible_no_log=True)
     return result
+
+
+def _keep_previous_talosconfig(options, check_mode):
+    """Copy the talosconfig in use before the rotation once (0600; encrypted under encrypt_dir): the old credentials
+    the rotation proves refused at the end, and a backup. An existing copy is kept whatever the source has become."""
+    outcome = {"path": options["dest"], "changed": False}
+    if os.path.lexists(options["dest"]):
+        return outcome
+    data = _files.read_bytes(options["src"], "talosconfig")
+    if not check_mode:
+        _files.atomic_write(options["dest"], data)
+    return dict(outcome, changed=True)
 
 
 def _archive_completed(rotation, params, check_mode):

@@ -23,14 +23,14 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import Config
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, describe, find_kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import _backup_path
 
-ARGUMENT_SPEC = with_auth({
+ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "path": {"type": "path"},
     "node": {"type": "str"},
     "merge": {"type": "bool", "default": True},
     "name": {"type": "str"},
     "force": {"type": "bool", "default": True},
     "backup": {"type": "bool", "default": False},
-})
+}))
 
 # A client certificate closer than this to expiry is replaced on the next run.
 CLIENT_RENEW_BEFORE = datetime.timedelta(days=30)

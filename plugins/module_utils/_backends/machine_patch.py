@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 import time
 
-from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
-ARGUMENT_SPEC = with_auth({
+ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "node": {"type": "str", "required": True},
     "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES)},
     "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
@@ -25,7 +25,7 @@ ARGUMENT_SPEC = with_auth({
     "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},
     "wait_kubelet": {"type": "bool", "default": False},
     "kubelet_timeout": {"type": "float", "default": 300.0},
-})
+}))
 
 REDACTED = "<redacted>"
 # Key material a node may echo in a dry-run diff: `key: <base64>` values and raw PEM private keys.
