@@ -173,12 +173,19 @@ class SimNode:
         """Make the next `count` ApplyConfiguration calls fail with `status`."""
         self.cluster.run(self._queue_apply_failures(count, status, message))
 
+    def clear_apply_failures(self) -> None:
+        """Forget the ApplyConfiguration failures still queued (the node recovered)."""
+        self.cluster.run(self._clear_apply_failures())
+
     def reboot(self) -> None:
         """Reboot: down for the cluster's reboot_duration, then up with the staged config if any."""
         self.cluster.run(self._reboot(None))
 
     async def _queue_apply_failures(self, count, status, message):
         self._apply_failures.extend([(status, message)] * count)
+
+    async def _clear_apply_failures(self):
+        self._apply_failures.clear()
 
     async def _drop_connections(self):
         for connection in list(self.connections.values()):
