@@ -448,16 +448,18 @@ class TalosClient:
             self._loop = loop
         if endpoint.channel is None:
             endpoint.channel = Channel(endpoint.host, endpoint.port, ssl=self._context())
+        # This call's channel: while it connects, a concurrent call that lost the connection may reset endpoint.channel.
+        channel = endpoint.channel
         try:
             # grpclib has no connect timeout of its own: connect explicitly to bound it and to see TLS errors as such.
-            await asyncio.wait_for(endpoint.channel.__connect__(), self.connect_timeout)
+            await asyncio.wait_for(channel.__connect__(), self.connect_timeout)
         except asyncio.TimeoutError:
             raise _ConnectionFailure("no TLS connection within %ss" % self.connect_timeout) from None
         except ssl.SSLError as exc:
             raise self._tls_error(exc, endpoint, call) from None
         except OSError as exc:
             raise _ConnectionFailure(_os_error_text(exc)) from None
-        return endpoint.channel
+        return channel
 
     async def _stream(self, channel, endpoint, call):
         request_name, reply_name, streaming = METHODS[call.path]

@@ -72,6 +72,17 @@ options:
       - A node behind, or no rotation in the kind's rotation directory, fails the preflight naming the nodes and the phase to run.
     type: dict
     default: {}
+  secrets_file:
+    description:
+      - A C(talosctl gen secrets) bundle that the rotation will update at its end. Checked now, so that a wrong file stops
+        the rotation before any change - it must parse and hold, for each kind of O(rotation_dirs), the cluster's current CA
+        or the CAs of that kind's rotation.
+    type: path
+  kubeconfig:
+    description:
+      - A kubeconfig that the Kubernetes API CA rotation will merge the new credentials into at its end. When it exists it must
+        parse now, so that an unusable file stops the rotation before any change.
+    type: path
 author:
   - talosops.pki contributors (@talosops)
 """

@@ -26,8 +26,8 @@ class Run:
                 for m in RECAP.finditer(self.output)}
 
 
-def run_playbook(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars=None, timeout=600):
-    """ansible-playbook on the cluster's inventory; kill_after="<task substring>@<host>" SIGKILLs the run there."""
+def run_playbook(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars=None, timeout=600, inventory=None):
+    """ansible-playbook on the cluster's inventory (or `inventory`); kill_after="<task substring>@<host>" SIGKILLs the run there."""
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
                ANSIBLE_LOCAL_TEMP=os.path.join(rotation_dir + ".ansible-tmp"), PYTHONUNBUFFERED="1")
     if kill_after:
@@ -35,7 +35,7 @@ def run_playbook(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars
                    ANSIBLE_CALLBACKS_ENABLED="kill_switch", TALOSOPS_KILL_AFTER=kill_after)
     variables = {"rotate_ca_dir": rotation_dir}
     variables.update(extra_vars or {})
-    command = [ANSIBLE_PLAYBOOK, "-i", str(cluster.inventory_path), PLAYBOOK, "-f", "10",
+    command = [ANSIBLE_PLAYBOOK, "-i", str(inventory or cluster.inventory_path), PLAYBOOK, "-f", "10",
                "-e", yaml.safe_dump(variables, default_flow_style=True).strip()] + list(extra_args)
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False,
                                start_new_session=True)

@@ -12,8 +12,10 @@ import os
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, NotFoundError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = with_auth({
     "controlplanes": {"type": "list", "elements": "str", "required": True},
@@ -24,6 +26,8 @@ ARGUMENT_SPEC = with_auth({
     "kubelet_health": {"type": "bool", "default": False},
     "kubelet_deadline": {"type": "float", "default": 60.0},
     "require_progress": {"type": "dict", "default": {}},
+    "secrets_file": {"type": "path"},
+    "kubeconfig": {"type": "path"},
 })
 
 KINDS = ("talos", "kubernetes")
@@ -41,16 +45,44 @@ def run(params, check_mode=False, diff=False):
         raise TalosPKIError("no control-plane nodes given: the inventory group of control planes is empty. A rotation "
                             "patches control planes first; list them.")
     _check_required_progress_spec(params)
+    # Files written only at the end of a rotation are checked now, before any node changes.
+    if params["kubeconfig"] and os.path.lexists(os.path.expanduser(params["kubeconfig"])):
+        Kubeconfig.load(os.path.expanduser(params["kubeconfig"]))
+    bundle = SecretsBundle.load(params["secrets_file"]) if params["secrets_file"] else None
     user_target = Target(params)
+    _check_endpoints(user_target)
+    _check_client_usage(user_target)
     target = _choose_credentials(params, user_target)
     rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
     cluster = run_async(_gather(params, target, nodes))
     problems = _check(cluster, params, rotations)
+    if bundle is not None:
+        problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
     result = dict(cluster, changed=False, talosconfig=user_target.talosconfig_path, context=user_target.context.name,
                   talosconfig_used=target.talosconfig_path, endpoints=list(target.endpoints))
     if problems:
         result.update(failed=True, msg="preflight refused the rotation before any change: " + " ".join(problems))
     return result
+
+
+def _check_endpoints(target):
+    """Endpoints the client cannot parse are refused with what to fix, not as an internal error."""
+    try:
+        target.client()  # parses every endpoint; opens no connection
+    except ValueError as error:
+        raise ConfigError("%s in %s: give each endpoint as an address or host name, optionally with a numeric port (10.5.0.2, "
+                          "10.5.0.2:50000, [fd00::2]:50000). Fix talos_endpoints / rotate_ca_endpoints, or the endpoints of "
+                          "context %s in %s." % (error, list(target.endpoints), target.context.name, target.talosconfig_path)) from None
+
+
+def _check_client_usage(target):
+    """apid refuses a client certificate whose ExtendedKeyUsage is not exactly [ClientAuth]; its refusal names no remedy."""
+    usages = _pki.describe_certificate(target.credentials.crt)["extended_key_usage"]
+    if usages and usages != ["client_auth"]:
+        raise ConfigError("the client certificate of context %s in %s has ExtendedKeyUsage %s, and Talos (apid) refuses any client "
+                          "certificate whose ExtendedKeyUsage is not exactly [ClientAuth]: use a talosconfig with an admin "
+                          "certificate issued for ClientAuth only (talosctl config new, or the talosconfig talosctl gen config "
+                          "wrote)." % (target.context.name, target.talosconfig_path, "+".join(usages)))
 
 
 def _choose_credentials(params, user_target):
@@ -74,6 +106,9 @@ async def _version(target):
 async def _gather(params, target, nodes):
     limit = asyncio.Semaphore(params["concurrency"])
     async with target.client() as client:
+        # One call first: credentials the endpoint refuses fail here, once and plainly, not in every concurrent read.
+        await client.version()
+
         async def one(node):
             async with limit:
                 return node, await _read_node(client, node)
@@ -165,6 +200,20 @@ def _check(cluster, params, rotations):
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
                                 "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
     problems.extend(_missing_progress(params, nodes, rotations))
+    return problems
+
+
+def _foreign_secrets(bundle, path, issuing, rotations):
+    """The secrets bundle the rotation will update must hold this cluster's CA (or, resuming, the rotation's new one)."""
+    problems = []
+    for kind, rotation in rotations.items():
+        known = {(issuing.get(kind) or {}).get("fingerprint")}
+        if rotation is not None:
+            known |= {rotation.previous_ca_fingerprint, rotation.ca_fingerprint}
+        held = _pki.fingerprint(bundle.get_ca(kind)[0])
+        if held not in known:
+            problems.append("%s holds a %s CA (%s) that is neither the cluster's nor the rotation's: it belongs to another cluster. "
+                            "Point rotate_ca_secrets_file at this cluster's secrets.yaml." % (path, kind, held[:16]))
     return problems
 
 
