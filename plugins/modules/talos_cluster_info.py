@@ -19,6 +19,8 @@ description:
     trusts it, else O(talosconfig); returns which one worked, so a resumed rotation continues with working credentials.
   - With O(kubelet_health), also reads every node's kubelet service and fails the preflight when one is not running and
     healthy within O(kubelet_deadline) - a Kubernetes CA rotation restarts every kubelet and must start on a healthy cluster.
+  - Refuses a cluster member (as the endpoint and, with O(workers), the first worker list them - with Kubernetes discovery a
+    control plane lists only control planes) that the inventory does not list, since the rotation would lock it out.
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
   - talosops.pki._auth

@@ -261,6 +261,10 @@ def last_controlplane(cluster):
     return cluster.controlplanes[-1]
 
 
+def drop_last_worker(children, cluster):
+    del children["worker"]["hosts"][cluster.workers[-1].name]
+
+
 def empty_controlplane_group(children, _cluster):
     children["controlplane"]["hosts"] = {}
 
@@ -328,6 +332,9 @@ CASES = [
          with_inventory(move_host(last_controlplane, "controlplane", "worker"))),
     Case("duplicate_node", "nodes listed more than once in the inventory: {worker}. Each node must appear once",
          with_inventory(add_worker_host("worker-again", lambda cluster: cluster.workers[0].address))),
+    Case("member_missing_from_inventory", ("the cluster has members the inventory does not list: talos-sim-worker-2 (",
+                                           "add them to the controlplane or worker group"),
+         with_inventory(drop_last_worker)),
     Case("empty_controlplane_group", "No control-plane nodes: the inventory group 'controlplane' (rotate_ca_controlplane_group) is empty",
          with_inventory(empty_controlplane_group)),
     Case("missing_controlplane_group", "the inventory group 'masters' (rotate_ca_controlplane_group) is missing. List the control-plane",
@@ -454,3 +461,12 @@ def test_unusable_kubeconfig_is_refused_before_any_change(small_cluster, tmp_pat
 def test_at_least_30_distinct_cases():
     ids = [case.case_id for case in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 30
+
+
+def test_a_worker_missing_from_the_inventory_is_found_with_kubernetes_discovery(make_sim_cluster, tmp_path):
+    # With the Kubernetes discovery registry the endpoint (a control plane) lists control planes only
+    # (siderolabs/talos#10145): the preflight asks a worker as well, or the missing worker would go unnoticed.
+    cluster = make_sim_cluster(controlplanes=1, workers=2, split_members=True)
+    inventory = inventory_with(cluster, str(tmp_path / "inventory.yml"), drop_last_worker)
+    refuse(cluster, tmp_path, ("the cluster has members the inventory does not list: %s (" % cluster.workers[-1].name,),
+           inventory=inventory)

@@ -13,6 +13,7 @@ from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotatio
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._inventory import member_name, merge_members
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
@@ -121,7 +122,10 @@ async def _gather(params, target, nodes):
                     per_node[node]["kubelet"] = await _kubelet_state(client, node, deadline)
             await asyncio.gather(*(kubelet(node) for node in nodes))
         roots = {"talos": await client.os_root(), "kubernetes": await _kubernetes_root(client)}
+        # With Kubernetes discovery a control plane lists only control planes (siderolabs/talos#10145): ask a worker too.
         members = await client.members()
+        if params["workers"]:
+            members = merge_members(members, await client.members(node=params["workers"][0]))
     issuing = {}
     for kind, root in roots.items():
         crt = (root or {}).get("issuing_ca", {}) or {}
@@ -200,7 +204,21 @@ def _check(cluster, params, rotations):
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
                                 "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
     problems.extend(_missing_progress(params, nodes, rotations))
+    problems.extend(_members_left_out(cluster["members"], params))
     return problems
+
+
+def _members_left_out(members, params):
+    """Every cluster member must be rotated: one left out would be locked out when the old CA is removed."""
+    listed = set(params["controlplanes"]) | set(params["workers"])
+    left_out = ["%s (%s, %s)" % (member_name(member), ", ".join(member.get("addresses") or ()) or "no address",
+                                 member.get("machine_type") or "unknown type")
+                for member in members if not listed & set(member.get("addresses") or ())]
+    if not left_out:
+        return []
+    return ["the cluster has members the inventory does not list: %s. A rotation must cover every node, or those left out "
+            "are locked out when the old CA is removed: add them to the controlplane or worker group (the talosops.pki.talos "
+            "inventory plugin lists every member)." % "; ".join(left_out)]
 
 
 def _foreign_secrets(bundle, path, issuing, rotations):
