@@ -13,6 +13,7 @@ files through this module needs to know nothing about it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -132,6 +133,17 @@ def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
         finally:
             os.close(dir_fd)
     return path
+
+
+def write_backup(path, data):
+    """Keep `data` (the old content of `path`) as PATH.bak-<UTC timestamp>, 0600, never over an existing file; returns its path."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    candidate = "%s.bak-%s" % (path, stamp)
+    counter = 1
+    while os.path.lexists(candidate):
+        candidate = "%s.bak-%s-%d" % (path, stamp, counter)
+        counter += 1
+    return atomic_write(candidate, data)
 
 
 def read_bytes(path, what):

@@ -46,7 +46,8 @@ def _version(state):
         return None
 
 
-def _ready(state):
+def is_ready(state):
+    """A service state (dict with running, healthy) that counts as up: running and healthy."""
     return state is not None and state["running"] and state["healthy"]
 
 
@@ -128,7 +129,7 @@ class KubeletWatch:
     async def wait_ready(self):
         """Return once the kubelet runs and is healthy (a restart from an earlier change may still be going on)."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        while not _ready(self.state):
+        while not is_ready(self.state):
             if await self._next(deadline) is None:
                 raise DeadlineExceededError(
                     "%s: the kubelet is %s and did not become running and healthy within %ss, so %s was not started on this "
@@ -156,7 +157,7 @@ class KubeletWatch:
             self.transitions.append(describe(event))
             if not event["running"]:
                 seen_down = True
-            if not _ready(event):
+            if not is_ready(event):
                 continue
             # A reopened stream restates the current state: a version two or more ahead of the one at the patch
             # means the stop and the start happened while the stream was down.

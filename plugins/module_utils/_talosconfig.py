@@ -11,12 +11,11 @@ their bytes. Both hold private keys, so they are written 0600, atomically.
 
 from __future__ import annotations
 
-import datetime
 import os
 from typing import NamedTuple
 
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
-from ansible_collections.talosops.pki.plugins.module_utils._files import PRIVATE_FILE_MODE, atomic_write, read_bytes
+from ansible_collections.talosops.pki.plugins.module_utils._files import PRIVATE_FILE_MODE, atomic_write, read_bytes, write_backup
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import (  # noqa: F401 pylint: disable=unused-import
     HAS_RUAMEL_YAML,
     KIND_KUBERNETES,
@@ -432,21 +431,10 @@ class SecretsBundle:
         if backup and os.path.lexists(path):
             old = read_bytes(path, "secrets bundle")
             if old != data:
-                backup_path = _backup_path(path)
-                atomic_write(backup_path, old, PRIVATE_FILE_MODE)
+                backup_path = write_backup(path, old)
         atomic_write(path, data, PRIVATE_FILE_MODE)
         return backup_path
 
 
 def _pair_identity(crt_pem, key_pem):
     return certificate_ders(crt_pem, "crt")[0], private_key_identity(key_pem, "key")
-
-
-def _backup_path(path):
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    candidate = "%s.bak-%s" % (path, stamp)
-    counter = 1
-    while os.path.lexists(candidate):
-        candidate = "%s.bak-%s-%d" % (path, stamp, counter)
-        counter += 1
-    return candidate

@@ -15,6 +15,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._client import run as
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import member_name, merge_members
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
@@ -142,7 +143,7 @@ async def _kubelet_state(client, node, deadline):
     while True:
         state = await client.service("kubelet", node=node)
         facts = {"running": state["running"], "healthy": state["healthy"]}
-        if (state["running"] and state["healthy"]) or loop.time() + KUBELET_POLL_INTERVAL > deadline:
+        if is_ready(state) or loop.time() + KUBELET_POLL_INTERVAL > deadline:
             return facts
         await asyncio.sleep(KUBELET_POLL_INTERVAL)
 
@@ -188,7 +189,7 @@ def _check(cluster, params, rotations):
         if version is not None and version < MINIMUM_VERSION:
             problems.append("%s runs Talos %s: CA rotation needs Talos v1.7 or later (acceptedCAs); upgrade it first." % (
                 node, facts["talos_version"]))
-    unhealthy = sorted(node for node, facts in nodes.items() if "kubelet" in facts and not (facts["kubelet"]["running"] and facts["kubelet"]["healthy"]))
+    unhealthy = sorted(node for node, facts in nodes.items() if "kubelet" in facts and not is_ready(facts["kubelet"]))
     if unhealthy:
         problems.append("the kubelet is not running and healthy on %s (within %ss): a Kubernetes CA rotation restarts every "
                         "kubelet and waits for it, so it starts only on a healthy cluster. Fix those nodes first (talosctl -n NODE "

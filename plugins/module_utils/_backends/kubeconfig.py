@@ -21,7 +21,6 @@ from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, 
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, describe, find_kubeconfig
-from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import _backup_path
 
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "path": {"type": "path"},
@@ -71,8 +70,7 @@ def run(params, check_mode=False, diff=False):
     else:
         document = fetched
     if params["backup"] and existing is not None:
-        result["backup"] = _backup_path(path)
-        _files.atomic_write(result["backup"], _files.read_bytes(path, "kubeconfig"), _files.PRIVATE_FILE_MODE)
+        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "kubeconfig"))
     document.save(path)
     return result
 
