@@ -28,6 +28,22 @@ class Run:
 
 def run_playbook(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars=None, timeout=600, inventory=None):
     """ansible-playbook on the cluster's inventory (or `inventory`); kill_after="<task substring>@<host>" SIGKILLs the run there."""
+    command, env = playbook_command(cluster, rotation_dir, *extra_args, kill_after=kill_after, extra_vars=extra_vars,
+                                    inventory=inventory)
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+                               start_new_session=True)
+    return Run(completed)
+
+
+def start_playbook(cluster, rotation_dir, *extra_args, output, **options):
+    """The same run in the background, its output going to the open file `output`: a Popen whose pid is ansible-playbook's."""
+    command, env = playbook_command(cluster, rotation_dir, *extra_args, **options)
+    return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True,  # pylint: disable=consider-using-with
+                            start_new_session=True)
+
+
+def playbook_command(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars=None, inventory=None):
+    """(command, environment) of an ansible-playbook run of the rotation playbook."""
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
                ANSIBLE_LOCAL_TEMP=os.path.join(rotation_dir + ".ansible-tmp"), PYTHONUNBUFFERED="1")
     if kill_after:
@@ -37,9 +53,7 @@ def run_playbook(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars
     variables.update(extra_vars or {})
     command = [ANSIBLE_PLAYBOOK, "-i", str(inventory or cluster.inventory_path), PLAYBOOK, "-f", "10",
                "-e", yaml.safe_dump(variables, default_flow_style=True).strip()] + list(extra_args)
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-                               start_new_session=True)
-    return Run(completed)
+    return command, env
 
 
 def node_ca_fields(node):

@@ -190,6 +190,8 @@ def test_awx_job_killed_after_accept_is_finished_by_a_fresh_job_with_the_same_en
     for name, data in stored.items():
         if name == "audit.jsonl":
             assert all(list(json.loads(line)) == ["vault"] for line in data.splitlines()), data[:200]
+        elif name == "rotation.lock":  # who holds the lock, nothing else
+            assert set(json.loads(data)) == {"pid", "host", "user", "since", "holder_pid"}, data
         else:
             assert data.startswith(b"$ANSIBLE_VAULT;1.1;AES256"), "%s is stored in clear" % name
 

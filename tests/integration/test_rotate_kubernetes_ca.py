@@ -361,6 +361,8 @@ def test_both_cas_rotated_with_the_rotation_directory_encrypted(make_sim_cluster
     for name, data in stored.items():
         if name.endswith("audit.jsonl"):
             assert all(list(json.loads(line)) == ["vault"] for line in data.splitlines()), name
+        elif name == "rotation.lock":  # who holds the lock, nothing else
+            assert set(json.loads(data)) == {"pid", "host", "user", "since", "holder_pid"}, data
         else:
             assert data.startswith(b"$ANSIBLE_VAULT;"), "%s is stored in clear" % name
     rerun = run_playbook(cluster, rotation_dir, "--vault-password-file", str(password_file), extra_vars=variables)
