@@ -14,7 +14,8 @@ Where a node stands is read from its live fields (fingerprints), never from a lo
 file, so a rerun after any interruption continues where the nodes are. Each phase only
 moves a node forward: running an earlier phase on a node that is further along is a no-op,
 and a later phase on a node that is behind is refused (remove) or brings it along (swap
-also accepts). CAs that are neither OLD nor NEW are left untouched and reported.
+also accepts). CAs that are neither OLD nor NEW (strays) are left untouched and reported,
+unless the remove phase is asked to drop them too: then NEW alone remains.
 
 Some nodes have no issuing CA field at all: a v1.14+ worker carries the Kubernetes CA only as
 `KubeAPIServerCAConfig.acceptedCAs`. Its progress is read from that list alone, and the
@@ -77,8 +78,11 @@ def strays(node_cas, old, new):
     return tuple(fp for fp in node_cas.accepted if fp not in (old, new))
 
 
-def desired_state(phase, node_cas, old, new, node="node", preview=False):
+def desired_state(phase, node_cas, old, new, node="node", preview=False, remove_strays=False):
     """The CA fields a node must have after `phase`, as (issuing, accepted) fingerprints.
+
+    With `remove_strays`, the remove phase also drops the accepted CAs that are neither OLD nor
+    NEW, including on a node that had already reached the removed state.
 
     Raises RotationStateError when the phase cannot apply to where the node stands. With
     `preview` (check mode, where earlier phases were only dry-run), the earlier phases are
@@ -87,10 +91,10 @@ def desired_state(phase, node_cas, old, new, node="node", preview=False):
     if preview and phase in PHASES:
         for earlier in PHASES[:PHASES.index(phase)]:
             node_cas = NodeCAs(*desired_state(earlier, node_cas, old, new, node))
-    return _desired_state(phase, node_cas, old, new, node)
+    return _desired_state(phase, node_cas, old, new, node, remove_strays and phase == "remove")
 
 
-def _desired_state(phase, node_cas, old, new, node):
+def _desired_state(phase, node_cas, old, new, node, remove_strays=False):
     if phase not in PHASES:
         raise RotationStateError("unknown phase %r: use one of %s." % (phase, ", ".join(PHASES)))
     if old == new:
@@ -107,9 +111,11 @@ def _desired_state(phase, node_cas, old, new, node):
             "belongs to another cluster or rotation, or the node was changed by hand: check the node's machine config "
             "and the rotation directory before going on." % (node, node_cas.issuing[:16], old[:16], new[:16]))
     target = PHASE_REACHES[phase]
+    others = () if remove_strays else strays(node_cas, old, new)
+    if where == REMOVED and remove_strays:
+        return node_cas.issuing, ((new,) if node_cas.issuing is None else ())
     if PROGRESS.index(where) >= PROGRESS.index(target):
         return node_cas.issuing, node_cas.accepted
-    others = strays(node_cas, old, new)
     if where != SWAPPED and phase == "remove":
         raise RotationStateError(
             "%s has not swapped to the new CA yet (it is at '%s'): run the swap phase before removing the old CA, "

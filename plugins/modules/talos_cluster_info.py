@@ -85,6 +85,12 @@ options:
       - A kubeconfig that the Kubernetes API CA rotation will merge the new credentials into at its end. When it exists it must
         parse now, so that an unusable file stops the rotation before any change.
     type: path
+  remove_stray_cas:
+    description:
+      - Whether the rotation will drop stray accepted CAs (see RV(stray_cas)) in its remove phase; only changes what the
+        warning about them says.
+    type: bool
+    default: false
 author:
   - talosops.pki contributors (@talosops)
 """
@@ -131,6 +137,15 @@ members:
   returned: always
   type: list
   elements: dict
+stray_cas:
+  description:
+    - Per CA kind (those of O(rotation_dirs), else both), the accepted CAs that are neither the current nor the new CA -
+      C(fingerprint), C(subject), C(not_after) and the C(nodes) that accept it - for example left by an aborted
+      C(talosctl rotate-ca), which makes a new CA on every run. Each kind with any is also reported as a warning. Not an
+      error - the rotation keeps them unless told to remove them.
+  returned: always
+  type: dict
+  sample: {"talos": [{"fingerprint": "3f2a...", "subject": "O=talos", "not_after": "2035-11-20T10:00:00Z", "nodes": ["10.5.0.2"]}]}
 talosconfig:
   description: Path of the talosconfig resolved from O(talosconfig) (or E(TALOSCONFIG), or C(~/.talos/config)).
   returned: always

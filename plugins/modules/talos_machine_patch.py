@@ -89,6 +89,15 @@ options:
         healthy again. On timeout the task fails naming the node and the phase.
     type: float
     default: 300.0
+  remove_stray_cas:
+    description:
+      - With O(phase=remove), also drop the accepted CAs that are neither the previous nor the new CA (strays, for example
+        left by an aborted C(talosctl rotate-ca), which makes a new CA on every run), so that the new CA alone remains -
+        also on a node that had already reached the removed state. Clients whose certificates a stray CA issued are
+        refused afterwards.
+      - V(false) keeps strays in every phase and reports them in RV(stray_ca_fingerprints).
+    type: bool
+    default: false
 seealso:
   - module: talosops.pki.talos_ca_generate
   - module: talosops.pki.talos_verify
@@ -165,7 +174,9 @@ accepted_ca_fingerprints:
   type: list
   elements: str
 stray_ca_fingerprints:
-  description: Accepted CAs that are neither the previous nor the new CA, for example left by an aborted C(talosctl rotate-ca). Kept.
+  description:
+    - Accepted CAs that are neither the previous nor the new CA, found before the change (for example left by an aborted
+      C(talosctl rotate-ca)). Kept, unless O(remove_stray_cas) drops them in the remove phase.
   returned: always
   type: list
   elements: str

@@ -30,11 +30,13 @@ ARGUMENT_SPEC = with_auth({
     "require_progress": {"type": "dict", "default": {}},
     "secrets_file": {"type": "path"},
     "kubeconfig": {"type": "path"},
+    "remove_stray_cas": {"type": "bool", "default": False},
 })
 
 KINDS = ("talos", "kubernetes")
 KUBELET_POLL_INTERVAL = 0.5
 MINIMUM_VERSION = (1, 7)
+NODES_NAMED = 5  # in a warning, before "and N more"
 
 
 def run(params, check_mode=False, diff=False):
@@ -60,8 +62,13 @@ def run(params, check_mode=False, diff=False):
     problems = _check(cluster, params, rotations)
     if bundle is not None:
         problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
+    certificates = cluster.pop("certificates")
     result = dict(cluster, changed=False, talosconfig=user_target.talosconfig_path, context=user_target.context.name,
                   talosconfig_used=target.talosconfig_path, endpoints=list(target.endpoints))
+    # The kinds being rotated (all of them for a plain read).
+    kinds = [kind for kind in KINDS if kind in params["rotation_dirs"]] or list(KINDS)
+    result["stray_cas"] = _stray_cas(cluster, kinds, rotations, certificates)
+    result["warnings"] = [_stray_warning(kind, strays, params["remove_stray_cas"]) for kind, strays in result["stray_cas"].items()]
     if problems:
         result.update(failed=True, msg="preflight refused the rotation before any change: " + " ".join(problems))
     return result
@@ -111,9 +118,11 @@ async def _gather(params, target, nodes):
         # One call first: credentials the endpoint refuses fail here, once and plainly, not in every concurrent read.
         await client.version()
 
+        certificates = {}
+
         async def one(node):
             async with limit:
-                return node, await _read_node(client, node)
+                return node, await _read_node(client, node, certificates)
         per_node = dict(await asyncio.gather(*(one(node) for node in nodes)))
         if params["kubelet_health"]:
             deadline = asyncio.get_running_loop().time() + params["kubelet_deadline"]
@@ -134,7 +143,7 @@ async def _gather(params, target, nodes):
             facts = _pki.describe_certificate(crt["crt"])
             issuing[kind] = {"crt": crt["crt"].decode(), "fingerprint": facts["fingerprint_sha256"],
                              "subject": facts["subject"], "not_after": facts["not_after"], "key_type": facts["key_type"]}
-    return {"nodes": per_node, "issuing_ca": issuing, "members": members}
+    return {"nodes": per_node, "issuing_ca": issuing, "members": members, "certificates": certificates}
 
 
 async def _kubelet_state(client, node, deadline):
@@ -155,7 +164,8 @@ async def _kubernetes_root(client):
         return None
 
 
-async def _read_node(client, node):
+async def _read_node(client, node, certificates):
+    """The node's facts; the accepted CA certificates' public facts go into `certificates`, by fingerprint."""
     version = await client.version(node=node)
     config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
     facts = {"hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
@@ -164,6 +174,10 @@ async def _read_node(client, node):
         fields = config.get_ca(kind)
         facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
                        "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
+        for fingerprint, crt in zip(facts[kind]["accepted_cas"], fields.accepted):
+            if fingerprint not in certificates:
+                described = _pki.describe_certificate(crt)
+                certificates[fingerprint] = {"subject": described["subject"], "not_after": described["not_after"]}
     return facts
 
 
@@ -207,6 +221,43 @@ def _check(cluster, params, rotations):
     problems.extend(_missing_progress(params, nodes, rotations))
     problems.extend(_members_left_out(cluster["members"], params))
     return problems
+
+
+def _stray_cas(cluster, kinds, rotations, certificates):
+    """Per CA kind, the accepted CAs that are neither the current nor the new CA (e.g. left by an aborted
+    `talosctl rotate-ca`, which makes a new CA on every run), with the nodes that accept each."""
+    found = {}
+    for kind in kinds:
+        rotation = rotations.get(kind)
+        if rotation is not None:
+            known = {rotation.previous_ca_fingerprint, rotation.ca_fingerprint}
+        else:
+            known = {(cluster["issuing_ca"].get(kind) or {}).get("fingerprint")}
+        nodes_by_stray = {}
+        for node, facts in cluster["nodes"].items():
+            for fingerprint in facts[kind]["accepted_cas"]:
+                if fingerprint not in known | {facts[kind]["issuing_ca"]}:
+                    nodes_by_stray.setdefault(fingerprint, []).append(node)
+        if nodes_by_stray:
+            found[kind] = [dict(certificates[fingerprint], fingerprint=fingerprint, nodes=nodes)
+                           for fingerprint, nodes in sorted(nodes_by_stray.items())]
+    return found
+
+
+def _stray_warning(kind, strays, remove):
+    described = "; ".join("%s (%s, expires %s) on %s" % (stray["fingerprint"][:16], stray["subject"], stray["not_after"],
+                                                          _some(stray["nodes"])) for stray in strays)
+    fate = ("they are removed in the remove phase (remove_stray_cas), and clients whose certificates they issued are refused "
+            "from then on" if remove else
+            "the rotation keeps them; to drop them in the remove phase, set rotate_ca_remove_stray_cas=true (talos_machine_patch "
+            "remove_stray_cas) once you know where they come from")
+    return ("%s CA: %d accepted CA(s) are neither the current nor the new CA - %s. Perhaps left by an aborted `talosctl rotate-ca`, or "
+            "added by hand: %s." % (kind, len(strays), described, fate))
+
+
+def _some(nodes):
+    named = ", ".join(nodes[:NODES_NAMED])
+    return named if len(nodes) <= NODES_NAMED else "%s and %d more" % (named, len(nodes) - NODES_NAMED)
 
 
 def _members_left_out(members, params):

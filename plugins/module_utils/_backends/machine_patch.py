@@ -25,6 +25,7 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},
     "wait_kubelet": {"type": "bool", "default": False},
     "kubelet_timeout": {"type": "float", "default": 300.0},
+    "remove_stray_cas": {"type": "bool", "default": False},
 }))
 
 REDACTED = "<redacted>"
@@ -67,7 +68,7 @@ async def _patch(params, target, rotation, check_mode, diff):
         current = config.get_ca(kind)
         before = _node_cas(current)
         issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
-                                                    node=node, preview=check_mode)
+                                                    node=node, preview=check_mode, remove_strays=params["remove_stray_cas"])
         result = {
             "node": node,
             "machine_type": config.machine_type,

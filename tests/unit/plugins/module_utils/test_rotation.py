@@ -151,3 +151,29 @@ def test_accepted_only_strays_are_kept_behind_the_issuing_role():
 ])
 def test_accepted_only_preview_applies_earlier_phases_first(phase, expected):
     assert rotation.desired_state(phase, ACCEPTED_ONLY[rotation.PENDING], OLD, NEW, preview=True) == expected
+
+
+@pytest.mark.parametrize("node,expected", [
+    (rotation.NodeCAs(NEW, (STRAY, OLD)), (NEW, ())),              # swapped: the old CA and the stray go together
+    (rotation.NodeCAs(NEW, (STRAY, OTHER)), (NEW, ())),            # removed earlier, strays kept then: dropped on a rerun
+    (rotation.NodeCAs(None, (NEW, STRAY, OLD)), (None, (NEW,))),   # accepted-only shape keeps its shape
+    (rotation.NodeCAs(None, (NEW, STRAY)), (None, (NEW,))),
+    (rotation.NodeCAs(NEW, ()), (NEW, ())),                        # nothing stray: nothing to do
+])
+def test_remove_strays_leaves_the_new_ca_alone(node, expected):
+    assert rotation.desired_state("remove", node, OLD, NEW, remove_strays=True) == expected
+
+
+@pytest.mark.parametrize("phase", ["accept", "swap"])
+def test_remove_strays_touches_only_the_remove_phase(phase):
+    node = rotation.NodeCAs(OLD, (STRAY,))
+    assert STRAY in rotation.desired_state(phase, node, OLD, NEW, remove_strays=True)[1]
+
+
+def test_remove_strays_still_refuses_a_node_that_has_not_swapped():
+    with pytest.raises(RotationStateError, match="run the swap phase before removing"):
+        rotation.desired_state("remove", rotation.NodeCAs(OLD, (STRAY, NEW)), OLD, NEW, remove_strays=True)
+
+
+def test_remove_strays_in_a_check_run_previews_the_whole_rotation():
+    assert rotation.desired_state("remove", rotation.NodeCAs(OLD, (STRAY,)), OLD, NEW, preview=True, remove_strays=True) == (NEW, ())
