@@ -12,9 +12,11 @@ version_added: 0.1.0
 description:
   - Takes an exclusive lock (C(flock)) on C(rotation.lock) in O(path) for the life of the ansible-playbook process that runs
     the task, and refuses, before anything changes, when another run holds it - naming its process, host, user and start time.
-  - The lock needs no release and no cleanup. A small holder process keeps the locked file open and exits when the
-    ansible-playbook process ends, however it ends (SIGKILL included); the kernel then drops the lock, so a rerun after a
-    killed run takes it without a manual step. C(rotation.lock) itself only describes the holder; its presence means nothing.
+  - The lock needs no release and no cleanup. A small holder process keeps the locked file open until the ansible-playbook
+    process ends, however it ends (SIGKILL included), then removes C(rotation.lock) - and O(path), if the lock created it
+    and it is still empty, so that a refused run leaves nothing behind - and exits; the kernel drops the lock. A rerun
+    after a killed run takes it without a manual step; a C(rotation.lock) left by a holder that was itself killed is
+    simply locked again (the file only describes the holder).
   - The same playbook run taking the lock again (a second task, a second role invocation) gets it back.
   - When the holder is gone or on another host, the lock is retried for O(wait) seconds (the holder of a run that has just
     ended may need a moment); a holder whose ansible-playbook still runs on this host is refused at once.

@@ -6,10 +6,12 @@
 
 The lock is an flock() on <dir>/rotation.lock. Every task runs in a short-lived worker
 process, so the worker hands the locked file to a small holder process that lives exactly
-as long as the ansible-playbook process (the worker's parent) and then exits. The kernel
-drops the lock when the holder exits, so a run killed with SIGKILL leaves no lock behind and
-the next run needs no manual step. The file itself only says who holds the lock; its
-presence means nothing.
+as long as the ansible-playbook process (the worker's parent). When that process ends,
+however it ends (SIGKILL included), the holder removes the lock file (and the folders the
+lock created, when still empty: a refused run leaves nothing behind) and exits, and the
+kernel drops the lock. The next run needs no manual step; a lock file left by a holder that
+was itself killed is simply locked again. Since holders remove the file, a taker checks,
+once it holds the lock, that the path still names the file it locked.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ ARGUMENT_SPEC = {
 LOCK_FILE = "rotation.lock"
 POLL_INTERVAL = 0.1
 
-# Run by the holder process: the locked file is its inherited descriptor; it returns (and the
-# kernel releases the lock) as soon as the process given by pid ends, however it ends.
+# Run by the holder process, with the locked file as an inherited descriptor: once the process
+# given by pid ends, remove the lock file and the given folders if empty (still holding the
+# lock), then exit, which releases it. Arguments: pid, lock file, folders (innermost first).
 HOLDER = """
 import os, select, sys, time
-pid = int(sys.argv[1])
+pid, path, folders = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 try:
     handle = os.pidfd_open(pid)
 except (AttributeError, OSError):
@@ -56,6 +59,12 @@ else:
         except PermissionError:
             pass
         time.sleep(0.2)
+try:
+    os.unlink(path)
+    for folder in folders:
+        os.rmdir(folder)
+except OSError:
+    pass
 """
 
 
@@ -67,25 +76,33 @@ def owner_pid():
 def run(params, check_mode=False, diff=False):
     if params["wait"] < 0:
         raise TalosPKIError("wait is %s: give the seconds to wait for a lock whose run is ending (0 or more)." % params["wait"])
-    folder = params["path"]
+    folder = os.path.abspath(params["path"])
     path = os.path.join(folder, LOCK_FILE)
     me = _owner_facts(owner_pid())
     if check_mode:
         return _test(path, me)
-    _files.ensure_private_dir(folder)
-    handle = _open(path, os.O_RDWR | os.O_CREAT)
+    created = _missing_folders(folder)
+    handle, holder = _acquire(folder, path, me, params["wait"])
+    if holder is not None:
+        return {"changed": False, "path": path, "holder": holder}
     try:
-        holder = _acquire(handle, path, me, params["wait"])
-        if holder is not None:
-            return {"changed": False, "path": path, "holder": holder}
-        holder = dict(me, holder_pid=_start_holder(handle, me["pid"]))
+        holder = dict(me, holder_pid=_start_holder(handle, me["pid"], path, created))
         os.ftruncate(handle, 0)
         os.pwrite(handle, json.dumps(holder, sort_keys=True).encode() + b"\n", 0)
         os.fsync(handle)
     finally:
         os.close(handle)
-    # A new file in the rotation directory, not a change to the cluster.
+    # Bookkeeping beside the rotation, not a change to the cluster.
     return {"changed": False, "path": path, "holder": holder}
+
+
+def _missing_folders(folder):
+    """The folders ensure_private_dir(folder) would create, innermost first."""
+    missing = []
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
 
 
 def _owner_facts(pid):
@@ -103,25 +120,43 @@ def _user():
 def _open(path, flags):
     try:
         return os.open(path, flags | os.O_CLOEXEC, _files.PRIVATE_FILE_MODE)
+    except FileNotFoundError:
+        raise
     except IsADirectoryError:
         raise ConfigError("%s is a directory: the rotation lock must be a file there. Move it away." % path) from None
     except OSError as exc:
         raise ConfigError("cannot open the rotation lock %s: %s. Choose a writable rotation directory." % (path, exc.strerror)) from exc
 
 
-def _acquire(handle, path, me, wait):
-    """None once this process holds the lock; the holder's facts when this playbook already holds it; else refuses."""
+def _acquire(folder, path, me, wait):
+    """(locked descriptor, None); (None, holder facts) when this playbook already holds the lock; else refuses."""
     deadline = time.monotonic() + wait
     while True:
+        _files.ensure_private_dir(folder)
+        try:
+            handle = _open(path, os.O_RDWR | os.O_CREAT)
+        except FileNotFoundError:
+            continue  # the folder went away with the previous holder: make it again
         if _try_lock(handle):
-            return None
+            if _names_file(path, handle):
+                return handle, None
+            os.close(handle)  # a holder removed it in the meantime: lock the file that is there now
+            continue
+        os.close(handle)
         holder = _read_holder(path)
         if _same_owner(holder, me):
-            return holder
+            return None, holder
         # A holder whose playbook is still running on this host will not let go soon: refuse at once.
         if _alive_here(holder) or time.monotonic() >= deadline:
             raise ConfigError(_held_message(path, holder))
         time.sleep(POLL_INTERVAL)
+
+
+def _names_file(path, handle):
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(handle))
+    except FileNotFoundError:
+        return False
 
 
 def _test(path, me):
@@ -187,10 +222,10 @@ def _held_message(path, holder):
             "killed, so no file needs removing afterwards. Nothing was changed." % (who, path))
 
 
-def _start_holder(handle, pid):
+def _start_holder(handle, pid, path, created):
     """A process that keeps the locked file open until ansible-playbook (pid) ends; its own session, so that a signal to
     the playbook's process group does not reach it before the playbook is gone."""
     process = subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, "-S", "-c", HOLDER, str(pid)], pass_fds=(handle,), start_new_session=True, cwd="/",
+        [sys.executable, "-S", "-c", HOLDER, str(pid), path] + created, pass_fds=(handle,), start_new_session=True, cwd="/",
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process.pid

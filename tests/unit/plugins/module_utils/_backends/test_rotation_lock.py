@@ -115,8 +115,37 @@ def test_a_killed_playbook_leaves_no_lock_behind(playbooks, tmp_path):
     holder_pid = take(tmp_path)["holder"]["holder_pid"]
     playbooks.kill(first)
     assert wait_for_exit(holder_pid), "the holder outlived the playbook it holds the lock for"
+    assert not (tmp_path / "rotation.lock").exists()
     playbooks.run_as(second)
     assert take(tmp_path)["holder"]["pid"] == second.pid
+
+
+def test_the_folders_the_lock_made_go_with_it_when_empty(playbooks, tmp_path):
+    first = playbooks.start()
+    playbooks.run_as(first)
+    folder = tmp_path / "clusters" / "prod"
+    holder_pid = take(folder)["holder"]["holder_pid"]
+    assert folder.is_dir()
+    playbooks.kill(first)
+    assert wait_for_exit(holder_pid)
+    assert os.listdir(tmp_path) == []  # a refused run leaves nothing behind
+
+
+def test_a_folder_that_holds_a_rotation_stays(playbooks, tmp_path):
+    first = playbooks.start()
+    playbooks.run_as(first)
+    folder = tmp_path / "rotation"
+    holder_pid = take(folder)["holder"]["holder_pid"]
+    (folder / "talos").mkdir()
+    playbooks.kill(first)
+    assert wait_for_exit(holder_pid)
+    assert os.listdir(folder) == ["talos"]
+
+
+def test_a_lock_file_left_by_a_killed_holder_is_taken_again(playbooks, tmp_path):
+    (tmp_path / "rotation.lock").write_text('{"pid": 1, "host": "elsewhere"}')
+    playbooks.run_as(playbooks.start())
+    assert take(tmp_path, wait=0)["holder"]["host"] != "elsewhere"
 
 
 def test_a_lock_whose_playbook_just_died_is_waited_for(playbooks, tmp_path):
