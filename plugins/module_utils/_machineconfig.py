@@ -42,6 +42,8 @@ LOCATION_CLUSTER_CA = "cluster.ca"
 LOCATION_KUBE_APISERVER_CA_CONFIG = "KubeAPIServerCAConfig"
 
 _V1ALPHA1 = "v1alpha1"
+# Documents that declare a shared virtual IP by their `name` (Talos v1.12+).
+VIP_DOCUMENT_KINDS = ("Layer2VIPConfig", "HCloudVIPConfig")
 _ACCEPTED = "acceptedCAs"
 _KEY = "key"
 
@@ -186,6 +188,17 @@ def _is_sequence(node):
 
 def _is_scalar(node):
     return node is not None and node.id == "scalar"
+
+
+def _child(mapping, key):
+    """The value node of `key` in a mapping node (the first one), else None."""
+    if not _is_mapping(mapping):
+        return None
+    return next((value for key_node, value in mapping.value if _is_scalar(key_node) and key_node.value == key), None)
+
+
+def _items(sequence):
+    return list(sequence.value) if _is_sequence(sequence) else []
 
 
 def _is_empty(node):
@@ -667,6 +680,21 @@ class MachineConfig:
         if self._kube_ca_document() is not None:
             return LOCATION_KUBE_APISERVER_CA_CONFIG
         return LOCATION_CLUSTER_CA
+
+    @property
+    def virtual_ips(self):
+        """Shared virtual IPs the config declares: machine.network.interfaces[].vip.ip (and their vlans[]), and the
+        names of Layer2VIPConfig / HCloudVIPConfig documents. Read leniently: an odd shape declares nothing."""
+        found = []
+        network = _child(_child(self._v1alpha1(), "machine"), "network")
+        for interface in _items(_child(network, "interfaces")):
+            for holder in [interface] + _items(_child(interface, "vlans")):
+                found.append(_child(_child(holder, "vip"), "ip"))
+        for document in self._yaml.documents:
+            kind = _child(document, "kind")
+            if _is_scalar(kind) and kind.value in VIP_DOCUMENT_KINDS:
+                found.append(_child(document, "name"))
+        return tuple(dict.fromkeys(node.value.strip() for node in found if _is_scalar(node) and node.value.strip()))
 
     # -- CA fields -----------------------------------------------------------------------
 

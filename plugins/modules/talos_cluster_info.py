@@ -21,6 +21,10 @@ description:
     healthy within O(kubelet_deadline) - a Kubernetes CA rotation restarts every kubelet and must start on a healthy cluster.
   - Refuses a cluster member (as the endpoint and, with O(workers), the first worker list them - with Kubernetes discovery a
     control plane lists only control planes) that the inventory does not list, since the rotation would lock it out.
+  - Refuses a shared virtual IP that a control plane's configuration declares (C(vip.ip) of an interface or VLAN, or a
+    C(Layer2VIPConfig) / C(HCloudVIPConfig) document) when it is given as a node or as an endpoint - it reaches whichever
+    control plane holds it (siderolabs/talos#10357) - and one cluster member listed under two of its addresses.
+  - Warns about stray accepted CAs (see RV(stray_cas)); they are not an error.
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
   - talosops.pki._auth
@@ -123,8 +127,8 @@ RETURN = r"""
 nodes:
   description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos)
     and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
-    of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); with O(kubelet_health),
-    C(kubelet) (C(running), C(healthy)).
+    of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); C(virtual_ips) its
+    configuration declares; with O(kubelet_health), C(kubelet) (C(running), C(healthy)).
   returned: always
   type: dict
 issuing_ca:

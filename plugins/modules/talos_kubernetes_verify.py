@@ -43,6 +43,13 @@ options:
         node missing from the API is not mistaken for a healthy cluster.
     type: list
     elements: str
+  refuse_unlisted_nodes:
+    description:
+      - Fail at once, without retrying, when the API lists a Node that none of O(nodes) names (by node name or address) -
+        a node the rotation does not cover would be locked out when the old CA is removed. The Kubernetes view of the
+        preflight's topology guard, next to the Talos cluster members; requires O(nodes).
+    type: bool
+    default: false
   deadline:
     description:
       - Seconds each API server has to prove the expectation, retries included (upstream C(talosctl) waits 3 minutes for

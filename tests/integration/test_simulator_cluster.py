@@ -122,3 +122,30 @@ def test_command_line(tmp_path):
     assert "Traceback" not in stderr
     assert "Press Ctrl-C to stop." in stdout and "talosconfig" in stdout
     assert not (workdir / "ready").exists()
+
+
+def declared_vips(config):
+    """VIPs a config declares: Layer2VIPConfig documents (v1.12+), else machine.network.interfaces[].vip."""
+    documents = [document for document in yaml.safe_load_all(config) if document]
+    layer2 = [document["name"] for document in documents if document.get("kind") == "Layer2VIPConfig"]
+    machine = next(document for document in documents if "machine" in document)["machine"]
+    interfaces = [interface["vip"]["ip"] for interface in (machine.get("network") or {}).get("interfaces") or () if "vip" in interface]
+    return layer2, interfaces
+
+
+@pytest.mark.parametrize("talos_version", ["v1.13.4", "v1.11.5"])
+def test_a_shared_virtual_ip_is_declared_held_by_the_first_control_plane_and_listed_first(make_sim_cluster, talos_version):
+    cluster = make_sim_cluster(controlplanes=2, workers=1, vip=True, talos_version=talos_version)
+    holder = cluster.controlplanes[0]
+    assert cluster.vip == cluster.subnet + ".253"
+    expected = ([cluster.vip], []) if talos_version == "v1.13.4" else ([], [cluster.vip])
+    for node in cluster.controlplanes:
+        assert declared_vips(node.config_bytes()) == expected
+    assert declared_vips(cluster.workers[0].config_bytes()) == ([], [])
+    # The VIP answers as its holder, directly and through another node's apid.
+    credentials = admin_credentials(cluster)
+    assert call(credentials, cluster.vip, VERSION).messages  # its server certificate names the VIP
+    assert call(credentials, cluster.controlplanes[1].address, VERSION, node=cluster.vip).messages
+    assert holder.is_local_target(cluster.vip) and not cluster.controlplanes[1].is_local_target(cluster.vip)
+    assert holder.member_addresses == [cluster.vip, holder.address]
+    assert cluster.controlplanes[1].member_addresses == [cluster.controlplanes[1].address]

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
-from ansible_collections.talosops.pki.plugins.module_utils._inventory import member_name, merge_members
+from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
@@ -60,6 +61,7 @@ def run(params, check_mode=False, diff=False):
     rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
     cluster = run_async(_gather(params, target, nodes))
     problems = _check(cluster, params, rotations)
+    problems.extend(_shared_addresses(cluster, params, target.endpoints))
     if bundle is not None:
         problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
     certificates = cluster.pop("certificates")
@@ -169,7 +171,7 @@ async def _read_node(client, node, certificates):
     version = await client.version(node=node)
     config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
     facts = {"hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
-             "kubernetes_ca_location": config.kubernetes_ca_location}
+             "kubernetes_ca_location": config.kubernetes_ca_location, "virtual_ips": list(config.virtual_ips)}
     for kind in KINDS:
         fields = config.get_ca(kind)
         facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
@@ -258,6 +260,46 @@ def _stray_warning(kind, strays, remove):
 def _some(nodes):
     named = ", ".join(nodes[:NODES_NAMED])
     return named if len(nodes) <= NODES_NAMED else "%s and %d more" % (named, len(nodes) - NODES_NAMED)
+
+
+def _shared_addresses(cluster, params, endpoints):
+    """A shared virtual IP reaches whichever control plane holds it (siderolabs/talos#10357): never a node address, nor an
+    endpoint, which moves when etcd elects another holder - something a rotation can cause."""
+    vips = {_normal(address) for facts in cluster["nodes"].values() for address in facts["virtual_ips"]}
+    declared = {}
+    for node, facts in cluster["nodes"].items():
+        for address in facts["virtual_ips"] if _normal(node) not in vips else ():  # the VIP itself answers as its holder
+            declared.setdefault(_normal(address), []).append(node)
+    listed = list(params["controlplanes"]) + list(params["workers"])
+    problems = []
+    for address in listed:
+        if _normal(address) in declared:
+            problems.append("%s, listed as a node, is a shared virtual IP (declared in the machine config of %s): it reaches "
+                            "whichever control plane holds it, so that node would be patched twice under two names. List every "
+                            "node once, by its own address (talos_node_address or ansible_host), and drop the VIP from the "
+                            "inventory." % (address, _some(declared[_normal(address)])))
+    for endpoint in endpoints:
+        if _normal(endpoint_host(endpoint)) in declared:
+            problems.append("endpoint %s is a shared virtual IP (declared in the machine config of %s): it moves to another "
+                            "control plane whenever etcd elects a new holder, which a rotation can cause, and Talos advises "
+                            "against it as a talosctl endpoint. Use the control planes' own addresses as endpoints "
+                            "(talos_endpoints / rotate_ca_endpoints, or the talosconfig context's endpoints)." % (
+                                endpoint, _some(declared[_normal(endpoint_host(endpoint))])))
+    for member in cluster["members"]:
+        addresses = {_normal(address) for address in member.get("addresses") or ()}
+        aliases = [address for address in listed if _normal(address) in addresses]
+        if len(aliases) > 1:
+            problems.append("%s are addresses of one cluster member, %s: the inventory lists that node more than once, "
+                            "and only one of them is its own address (another is a shared VIP or a second interface). List "
+                            "it once, by its own address." % (" and ".join(aliases), member_name(member)))
+    return problems
+
+
+def _normal(address):
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
 
 
 def _members_left_out(members, params):

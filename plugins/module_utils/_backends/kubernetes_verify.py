@@ -26,6 +26,7 @@ ARGUMENT_SPEC = {
     "api_servers": {"type": "list", "elements": "str"},
     "expect": {"type": "str", "default": "reachable", "choices": ["reachable", "refused"]},
     "nodes": {"type": "list", "elements": "str"},
+    "refuse_unlisted_nodes": {"type": "bool", "default": False},
     "deadline": {"type": "float", "default": 180.0},
     "retry_interval": {"type": "float", "default": 1.0},
     "request_timeout": {"type": "float", "default": 10.0},
@@ -36,6 +37,8 @@ REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
 def run(params, check_mode=False, diff=False):
     if params["deadline"] <= 0 or params["retry_interval"] <= 0 or params["request_timeout"] <= 0:
         raise ConfigError("deadline, retry_interval and request_timeout must be positive numbers of seconds.")
+    if params["refuse_unlisted_nodes"] and not params["nodes"]:
+        raise ConfigError("refuse_unlisted_nodes needs nodes: the list of nodes that every Node the API lists must be one of.")
     path = find_kubeconfig(params["kubeconfig"])
     credentials = Kubeconfig.load(path).credentials(params["context"])
     server_ca = None
@@ -53,7 +56,10 @@ def run(params, check_mode=False, diff=False):
         result.update(_node_report(listing, params["nodes"]))
     failed = sorted(server for server, outcome in per_server.items() if not outcome["report"]["ok"])
     result["failed_api_servers"] = failed
-    if failed:
+    unlisted = next((outcome["report"]["detail"] for outcome in outcomes if outcome.get("unlisted")), None)
+    if unlisted:
+        result.update(failed=True, msg=unlisted)
+    elif failed:
         details = "; ".join(per_server[server]["report"]["detail"] for server in failed)
         result.update(failed=True, msg="%d of %d API servers did not prove %s within %ss: %s" % (
             len(failed), len(servers), _wording(params["expect"]), params["deadline"], details))
@@ -74,6 +80,9 @@ def _verify_server(server, credentials, server_ca, params, deadline):
         if params["expect"] == "reachable":
             if outcome.kind == _kubernetes.OK:
                 nodes = outcome.value
+                unlisted = _unlisted(nodes, params["nodes"]) if params["refuse_unlisted_nodes"] else None
+                if unlisted:  # waiting does not put a node in the inventory
+                    return dict(_done(False, unlisted, started, nodes), unlisted=True)
                 problem = _readiness_problem(nodes, params["nodes"])
                 if problem is None:
                     return _done(True, "answered, every node Ready", started, nodes)
@@ -97,6 +106,17 @@ def _done(ok, detail, started, nodes):
 
 def _matches(expected, node):
     return expected == node.name or expected in node.addresses
+
+
+def _unlisted(nodes, expected):
+    """The Kubernetes view of the topology guard: a Node that no inventory entry names would be left out of the rotation."""
+    unlisted = ["%s (%s)" % (node.name, ", ".join(node.addresses) or "no address") for node in nodes
+                if not any(_matches(name, node) for name in expected)]
+    if not unlisted:
+        return None
+    return ("the Kubernetes API lists Node(s) that the inventory does not: %s. Their kubelets would be locked out when the old "
+            "CA is removed: add each of them to the controlplane or worker group (the talosops.pki.talos inventory plugin "
+            "lists every member), or remove Nodes that are gone (kubectl delete node NAME)." % "; ".join(unlisted))
 
 
 def _readiness_problem(nodes, expected):

@@ -43,17 +43,22 @@ class SimCluster:
     (certificate reissue, trustd, kubelet restart). Talos does this asynchronously.
     split_members: emulate the Kubernetes discovery registry, where a control plane's Members
     lists only control planes and a worker's only workers (off: discovery service, all nodes).
+    discovery: False emulates cluster discovery turned off (cluster.discovery.enabled: false): Members is empty
+    on every node.
+    vip: the control planes' configs declare a shared virtual IP (<subnet>.253), which the first
+    control plane holds: it answers there too and lists it first among its member addresses.
     """
 
     def __init__(self, controlplanes: int = 3, workers: int = 2, workdir: str | os.PathLike | None = None,
                  talos_version: str | Sequence[str] | Callable[[int, str], str] = "v1.13.4",
                  kubelet_restart_delay: float = 0.2, subnet: str | None = None, *, name: str = "talos-sim",
                  kubernetes_version: str = "v1.34.1", controller_delay: float = 0.0, reboot_duration: float = 1.0,
-                 trustd_retry_interval: float = 1.0, split_members: bool = False):
+                 trustd_retry_interval: float = 1.0, split_members: bool = False, vip: bool = False,
+                 discovery: bool = True):
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
-        if controlplanes + workers > MAX_NODES:
-            raise ValueError("at most %d nodes fit in one /24" % MAX_NODES)
+        if controlplanes + workers > MAX_NODES - (1 if vip else 0):
+            raise ValueError("at most %d nodes fit in one /24 (one fewer with a VIP)" % MAX_NODES)
         self.name = name
         self.kubernetes_version = kubernetes_version
         self.kubelet_restart_delay = kubelet_restart_delay
@@ -61,6 +66,9 @@ class SimCluster:
         self.reboot_duration = reboot_duration
         self.trustd_retry_interval = trustd_retry_interval
         self.split_members = split_members
+        self._want_vip = vip
+        self.discovery = discovery
+        self.vip: str | None = None
         self.build_date = "2025-06-02T10:00:00Z"
         self._counts = (controlplanes, workers)
         self._versions = self._resolve_versions(talos_version, controlplanes, workers)
@@ -109,6 +117,7 @@ class SimCluster:
         started = time.monotonic()
         self.created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         self.subnet = self._claim_subnet(self._requested_subnet)
+        self.vip = "%s.%d" % (self.subnet, MAX_NODES) if self._want_vip else None
         self.secrets = machineconfig.ClusterSecrets.generate(self.name)
         self.admin = pki.talos_client_certificate(self.secrets.os_ca)
         self._create_nodes()
@@ -198,7 +207,8 @@ class SimCluster:
             number = index + 1 if index < controlplanes else index - controlplanes + 1
             tag = self._versions[index]
             config = machineconfig.generate(self.secrets, machine_type, machineconfig.TalosVersion.parse(tag),
-                                            endpoint, self.kubernetes_version)
+                                            endpoint, self.kubernetes_version,
+                                            vip=self.vip if machine_type == "controlplane" else None)
             node = SimNode(self, "%s-%s-%d" % (self.name, machine_type, number), "%s.%d" % (self.subnet, index + 1),
                            machine_type, tag, config)
             self.nodes.append(node)
@@ -214,7 +224,7 @@ class SimCluster:
         await asyncio.gather(*(node.start() for node in self.workers))
         for node in self.nodes:
             node.start_kubelet(self.current_kubernetes_issuer())
-        for node in self.nodes:
+        for node in self.nodes if self.discovery else ():
             if not self.split_members:
                 node.publish_members(self.nodes)
             else:

@@ -119,12 +119,18 @@ def _pair_b64(cert_key: pki.CertKey, with_key: bool) -> dict:
 
 
 def generate(secrets: ClusterSecrets, machine_type: str, version: TalosVersion, endpoint: str,
-             kubernetes_version: str) -> bytes:
-    """The machine config `talosctl gen config` would write for this node type and version."""
+             kubernetes_version: str, vip: str | None = None) -> bytes:
+    """The machine config `talosctl gen config` would write for this node type and version, with a shared virtual
+    IP declared as the operator would add it (a Layer2VIPConfig document from v1.12, machine.network before)."""
     if version.kube_ca_document:
         documents = _documents_v1_14(secrets, machine_type, version, endpoint, kubernetes_version)
     else:
         documents = _documents_legacy(secrets, machine_type, version, endpoint, kubernetes_version)
+    if vip and version.minor >= 12:
+        documents.append({"apiVersion": "v1alpha1", "kind": "Layer2VIPConfig", "name": vip, "link": "eth0"})
+    elif vip:
+        machine = next(document for document in documents if "machine" in document)["machine"]
+        machine["network"] = {"interfaces": [{"interface": "eth0", "dhcp": True, "vip": {"ip": vip}}]}
     return yamlgen.dump_all(documents).encode()
 
 

@@ -145,7 +145,21 @@ class SimNode:
         return self._k8s_issuing
 
     def is_local_target(self, target: str) -> bool:
-        return target in (self.address, self.name)
+        return target == self.name or target in self.addresses
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Where this node answers: its own address, and the shared virtual IP while it holds it."""
+        return (self.address,) + ((self.cluster.vip,) if self.holds_vip else ())
+
+    @property
+    def holds_vip(self) -> bool:
+        return self.cluster.vip is not None and self is self.cluster.controlplanes[0]
+
+    @property
+    def member_addresses(self) -> list[str]:
+        # Talos lists a held VIP among the member's addresses, even first (siderolabs/talos#10357).
+        return list(reversed(self.addresses))
 
     def __repr__(self):
         return "<SimNode %s %s %s %s>" % (self.name, self.address, self.machine_type, self.talos_version)
@@ -227,7 +241,7 @@ class SimNode:
             return
         self._server = apid.ApidServer(self)
         # TLS is terminated per connection by apid.Connection, not by the listener.
-        await self._server.start(self.address, APID_PORT, reuse_address=True)
+        await self._server.start(list(self.addresses), APID_PORT, reuse_address=True)
         self._up = True
 
     async def _go_down(self):
@@ -259,7 +273,7 @@ class SimNode:
     def publish_members(self, members: list["SimNode"]) -> None:
         for member in members:
             self.resources.put(resources.MEMBERS, member.name, resources.member_spec(
-                member.node_id, member.address, member.name, member.machine_type, member.talos_version),
+                member.node_id, member.member_addresses, member.name, member.machine_type, member.talos_version),
                 owner="cluster.MemberController")
 
     def _publish_kubelet(self):
@@ -276,7 +290,7 @@ class SimNode:
         return self._leaf_keys[kind]
 
     def _server_sans(self) -> tuple[list[str], list[str]]:
-        ips = [self.address, "127.0.0.1"] + [san for san in self._active.cert_sans if _is_ip(san)]
+        ips = list(self.addresses) + ["127.0.0.1"] + [san for san in self._active.cert_sans if _is_ip(san)]
         dns = [self.name] + [san for san in self._active.cert_sans if not _is_ip(san)]
         return list(dict.fromkeys(ips)), list(dict.fromkeys(dns))
 

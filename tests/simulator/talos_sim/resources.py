@@ -143,10 +143,10 @@ def kubernetes_root_spec(cluster_name: str, issuing_cert: bytes, issuing_key: by
     ])
 
 
-def member_spec(node_id: str, address: str, hostname: str, machine_type: str, talos_tag: str) -> bytes:
+def member_spec(node_id: str, addresses: list[str], hostname: str, machine_type: str, talos_tag: str) -> bytes:
     netip = wire.message_class("common.NetIP")
     return _message("talos.resource.definitions.cluster.MemberSpec", node_id=node_id,
-                    addresses=[netip(ip=ipaddress.ip_address(address).packed)], hostname=hostname,
+                    addresses=[netip(ip=ipaddress.ip_address(address).packed) for address in addresses], hostname=hostname,
                     machine_type=MACHINE_TYPE_ENUM[machine_type], operating_system="Talos (%s)" % talos_tag)
 
 

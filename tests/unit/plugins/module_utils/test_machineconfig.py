@@ -737,3 +737,33 @@ def test_yaml_error_on_a_key_line_does_not_echo_the_key(pki):
         MachineConfig.parse(text.encode(), "bad.yaml")
     assert "line 9" in str(info.value)
     assert b64(pki["talos_old"][1])[:60] not in str(info.value)
+
+
+MINIMAL = "version: v1alpha1\nmachine:\n  type: controlplane\n{network}cluster:\n  clusterName: prod\n"
+
+
+@pytest.mark.parametrize("network,documents,expected", [
+    ("", "", ()),
+    ("  network:\n    interfaces:\n      - interface: eth0\n        dhcp: true\n        vip:\n          ip: 10.5.0.10\n", "", ("10.5.0.10",)),
+    ("  network:\n    interfaces:\n      - interface: eth0\n        vlans:\n          - vlanId: 42\n            vip:\n              ip: 10.42.0.10\n",
+     "", ("10.42.0.10",)),
+    ("", "---\napiVersion: v1alpha1\nkind: Layer2VIPConfig\nname: 10.5.0.10\nlink: eth0\n", ("10.5.0.10",)),
+    ("", "---\napiVersion: v1alpha1\nkind: HCloudVIPConfig\nname: 10.5.0.11\nlink: eth0\napiToken: secret\n", ("10.5.0.11",)),
+    # Declared twice (old field and new document): once.
+    ("  network:\n    interfaces:\n      - interface: eth0\n        vip:\n          ip: 10.5.0.10\n",
+     "---\napiVersion: v1alpha1\nkind: Layer2VIPConfig\nname: 10.5.0.10\nlink: eth0\n", ("10.5.0.10",)),
+    # Odd shapes declare nothing rather than fail the read.
+    ("  network:\n    interfaces: eth0\n", "", ()),
+    ("  network:\n    interfaces:\n      - vip: 10.5.0.10\n", "", ()),
+])
+def test_virtual_ips_are_read_from_both_places_talos_declares_them(network, documents, expected):
+    config = MachineConfig.parse((MINIMAL.format(network=network) + documents).encode())
+    assert config.virtual_ips == expected
+
+
+@pytest.mark.parametrize("relative", REFERENCE_CONFIGS)
+def test_reference_configs_declare_no_virtual_ip(relative):
+    if not os.path.isdir(REFERENCE_DIR):
+        pytest.skip("shared Talos reference files are not present")
+    with open(os.path.join(REFERENCE_DIR, relative), "rb") as handle:
+        assert MachineConfig.parse(handle.read()).virtual_ips == ()

@@ -95,3 +95,20 @@ def test_token_kubeconfig_is_refused_before_any_request(tmp_path):
 def _write(path, data):
     path.write_bytes(data)
     return path
+
+
+def test_a_node_the_list_does_not_name_is_refused_at_once(tmp_path, cas):
+    with FakeKubeAPI(cas["old"], [cas["old"]]) as api:
+        api.nodes = [node("cp-1", "10.5.0.2"), node("worker-1", "10.5.0.5"), node("worker-9", "10.5.0.9")]
+        kubeconfig = api.kubeconfig(tmp_path / "kc", admin(cas["old"]))
+        refused = kubernetes_verify.run(params(kubeconfig, nodes=["10.5.0.2", "worker-1"], refuse_unlisted_nodes=True, deadline=60))
+        listings = len(api.requests)
+        ignored = kubernetes_verify.run(params(kubeconfig, nodes=["10.5.0.2", "worker-1"]))
+    assert refused["failed"] and refused["msg"].startswith("the Kubernetes API lists Node(s) that the inventory does not: worker-9 (10.5.0.9")
+    assert listings == 1  # refused on the first listing, not retried until the deadline
+    assert not ignored.get("failed"), ignored
+
+
+def test_refuse_unlisted_nodes_needs_the_list(tmp_path, cas):
+    with pytest.raises(ConfigError, match="refuse_unlisted_nodes needs nodes"):
+        kubernetes_verify.run(params(tmp_path / "kc", refuse_unlisted_nodes=True))
