@@ -5,8 +5,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import yaml
+
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK = os.path.join(REPO_ROOT, "playbooks", "rotate_talos_ca.yml")
@@ -56,6 +60,16 @@ def playbook_command(cluster, rotation_dir, *extra_args, kill_after=None, extra_
     return command, env
 
 
+def lock_released(rotation_dir, seconds=10.0):
+    """True once the rotation lock's holder has removed rotation.lock, which it does right after ansible-playbook ends."""
+    deadline = time.monotonic() + seconds
+    while os.path.lexists(os.path.join(rotation_dir, "rotation.lock")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def node_ca_fields(node):
     """(issuing certificate DER, [accepted DER]) of a simulated node's Talos API CA, read from its config."""
     documents = [d for d in yaml.safe_load_all(node.config_bytes()) if d]
@@ -69,6 +83,16 @@ def node_ca_fields(node):
 def pem_to_der(pem):
     body = b"".join(line for line in pem.strip().splitlines() if not line.startswith(b"-----"))
     return base64.b64decode(body)
+
+
+def cluster_private_keys(cluster):
+    """Every private key of a simulated cluster's secrets bundle, talosconfig and kubeconfig (PEM)."""
+    with open(cluster.secrets_path, encoding="utf-8") as handle:
+        certs = yaml.safe_load(handle)["certs"]
+    keys = [base64.b64decode(entry["key"]) for entry in certs.values() if entry.get("key")]
+    keys.append(TalosConfig.load(cluster.talosconfig_path).get_context().key)
+    keys.append(Kubeconfig.load(cluster.kubeconfig_path).credentials().key)
+    return keys
 
 
 def private_key_needles(*pems):

@@ -11,16 +11,18 @@ Most cases share one 3 + 2 cluster and fail in the role's validation or the pref
 import base64
 import datetime
 import os
+import re
 
 import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from _playbook import run_playbook
+from _playbook import cluster_private_keys, lock_released, private_key_needles, run_playbook
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_generate
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 
 class ChangedBeforeRefusal(AssertionError):
@@ -56,6 +58,20 @@ def snapshot(path):
         for name in files:
             tree[os.path.relpath(os.path.join(folder, name), path)] = read(os.path.join(folder, name))
     return tree
+
+
+def keys_in(folder):
+    """Private keys in the files a case made: raw PEM blocks, and the client keys of talosconfigs."""
+    keys = []
+    for parent, _folders, names in os.walk(str(folder)):
+        for name in names:
+            data = read(os.path.join(parent, name))
+            keys.extend(re.findall(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", data, re.DOTALL))
+            try:
+                keys.append(TalosConfig.load(os.path.join(parent, name)).get_context().key)
+            except Exception:  # pylint: disable=broad-except  # not a talosconfig, or one broken on purpose
+                pass
+    return keys
 
 
 # --- input variants -----------------------------------------------------------------------------------------------
@@ -122,12 +138,17 @@ def refuse(cluster, tmp_path, expected, extra_vars=None, inventory=None, args=()
 
     run = run_playbook(cluster, rotation_dir, *args, extra_vars=extra_vars, inventory=inventory, timeout=300)
     output = run.output
+    assert lock_released(extra_vars.get("rotate_ca_dir", rotation_dir)), "the rotation lock outlived the run"
 
     assert run.returncode != 0 and "PLAY RECAP" in output, output[-4000:]
     for text in expected:
         assert text in output, "message %r not in the output:\n%s" % (text, output[-4000:])
     assert "Traceback (most recent call last)" not in output, output[-4000:]
     assert "An exception occurred during task execution" not in output, output[-4000:]  # ansible-core < 2.19
+    # The secret sweep over refusals: the cluster's keys, and those of the files the case made, never in the output.
+    needles = private_key_needles(*cluster_private_keys(cluster), *keys_in(tmp_path))
+    assert len(needles) > 20  # the cluster's CA and admin keys at least: the search could fail
+    assert not [needle for needle in needles if needle in output], "private key material in the output of a refused run"
     assert '"exception":' not in output, output[-4000:]
     # ansible-core 2.19 shows an exception raised in a plugin (not a failed result) as a msg that starts with "Task failed: ".
     assert '"msg": "Task failed: ' not in output, output[-4000:]
@@ -470,3 +491,45 @@ def test_a_worker_missing_from_the_inventory_is_found_with_kubernetes_discovery(
     inventory = inventory_with(cluster, str(tmp_path / "inventory.yml"), drop_last_worker)
     refuse(cluster, tmp_path, ("the cluster has members the inventory does not list: %s (" % cluster.workers[-1].name,),
            inventory=inventory)
+
+
+# --- shared virtual IPs (siderolabs/talos#10357): a cluster whose control planes declare one, the first holding it -----
+
+
+@pytest.fixture(name="vip_cluster", scope="module")
+def fixture_vip_cluster(make_module_sim_cluster):
+    return make_module_sim_cluster(controlplanes=2, workers=1, vip=True)
+
+
+def test_a_shared_virtual_ip_listed_as_a_node_is_refused(vip_cluster, tmp_path):
+    def add_vip_host(children, cluster):
+        children["controlplane"]["hosts"]["controlplane-vip"] = {"talos_node_address": cluster.vip}
+    inventory = inventory_with(vip_cluster, str(tmp_path / "inventory.yml"), add_vip_host)
+    declared_by = ", ".join(node.address for node in vip_cluster.controlplanes)
+    refuse(vip_cluster, tmp_path, ("%s, listed as a node, is a shared virtual IP (declared in the machine config of %s)" % (
+        vip_cluster.vip, declared_by), "List every node once, by its own address",
+        # Talos lists a held VIP among its holder's member addresses: the same node, listed twice.
+        "%s and %s are addresses of one cluster member, %s" % (vip_cluster.controlplanes[0].address, vip_cluster.vip,
+                                                               vip_cluster.controlplanes[0].name)), inventory=inventory)
+
+
+def test_a_shared_virtual_ip_as_endpoint_is_refused(vip_cluster, tmp_path):
+    refuse(vip_cluster, tmp_path, ("endpoint %s is a shared virtual IP" % vip_cluster.vip,
+                                   "Use the control planes' own addresses as endpoints"),
+           extra_vars={"rotate_ca_endpoints": [vip_cluster.vip]})
+
+
+
+def test_a_kubernetes_node_missing_from_the_inventory_is_refused_with_discovery_off(make_sim_cluster, tmp_path):
+    # With cluster discovery off, the Talos API lists no members, so only the Kubernetes Node list shows the node
+    # the inventory lacks. The guard runs once the current kubeconfig is fetched: before any node changes.
+    cluster = make_sim_cluster(controlplanes=1, workers=2, discovery=False, kubelet_restart_delay=0.05)
+    inventory = inventory_with(cluster, str(tmp_path / "inventory.yml"), drop_last_worker)
+    configs = {node.name: node.config_bytes() for node in cluster.nodes}
+    run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars=KUBERNETES, inventory=inventory, timeout=300)
+    left_out = cluster.workers[-1]
+    assert run.returncode != 0, run.output[-4000:]
+    assert '"msg": "the Kubernetes API lists Node(s) that the inventory does not: %s (%s' % (left_out.name, left_out.address) in run.output
+    assert "add each of them to the controlplane or worker group" in run.output
+    assert "Traceback (most recent call last)" not in run.output
+    assert {node.name: node.config_bytes() for node in cluster.nodes} == configs

@@ -2,12 +2,9 @@
 anywhere it should not be - not in the output, not in temporary directories, not in any file of the rotation
 directory other than the few that hold keys by design (0600)."""
 
-import base64
 import os
 
-import yaml
-
-from _playbook import private_key_needles, run_playbook
+from _playbook import cluster_private_keys, private_key_needles, run_playbook
 
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
@@ -18,11 +15,7 @@ KEY_FILES = {"ca.key", "talosconfig", "previous-talosconfig", "kubeconfig", "pre
 
 def all_private_keys(cluster, rotation_dir):
     """Every private key of the cluster's secrets bundle, its talosconfig and kubeconfig, and the rotation's."""
-    with open(cluster.secrets_path, encoding="utf-8") as handle:
-        certs = yaml.safe_load(handle)["certs"]
-    keys = [base64.b64decode(entry["key"]) for entry in certs.values() if entry.get("key")]
-    keys.append(TalosConfig.load(cluster.talosconfig_path).get_context().key)
-    keys.append(Kubeconfig.load(cluster.kubeconfig_path).credentials().key)
+    keys = cluster_private_keys(cluster)
     for kind, names in (("talos", ("talosconfig", "previous-talosconfig")), ("kubernetes", ("kubeconfig", "previous-kubeconfig"))):
         folder = os.path.join(rotation_dir, kind)
         if not os.path.isdir(folder):
