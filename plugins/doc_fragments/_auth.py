@@ -43,6 +43,13 @@ options:
       - Seconds during which a call refused as transient (Unavailable, or FailedPrecondition while another apply runs) is retried.
     type: float
     default: 10.0
+attributes:
+  action_group:
+    description: Use C(group/talosops.pki.talos) in C(module_defaults) to set the options above once for every module that
+      talks to the Talos API.
+    support: full
+    membership:
+      - talosops.pki.talos
 notes:
   - Runs on the controller; talks to the Talos API (TCP 50000) over mutual TLS. Task arguments name files, never key material.
 requirements:

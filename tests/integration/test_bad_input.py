@@ -407,6 +407,10 @@ CASES = [
          variables(rotate_ca_kubernetes_kubelet_timeout="5m", **KUBERNETES)),
     Case("kubernetes_verify_deadline_zero", ("rotate_ca_kubernetes_verify_deadline 0)", KUBERNETES_SETTINGS),
          variables(rotate_ca_kubernetes_verify_deadline=0, **KUBERNETES)),
+    Case("call_timeout_zero", ("rotate_ca_call_timeout is 0 and rotate_ca_retry_deadline 10", "give the seconds one Talos API call may take"),
+         variables(rotate_ca_call_timeout=0)),
+    Case("retry_deadline_negative", ("rotate_ca_call_timeout is 30 and rotate_ca_retry_deadline -1", "retried (0 or more, default 10)"),
+         variables(rotate_ca_retry_deadline=-1)),
     Case("phases_with_a_gap", ('rotate_ca_phases is ["accept", "remove"]', "give a consecutive run of the phases accept, swap, remove"),
          variables(rotate_ca_phases=["accept", "remove"])),
     Case("phases_empty", ("rotate_ca_phases is []", "give a consecutive run of the phases"), variables(rotate_ca_phases=[])),
@@ -517,7 +521,6 @@ def test_a_shared_virtual_ip_as_endpoint_is_refused(vip_cluster, tmp_path):
     refuse(vip_cluster, tmp_path, ("endpoint %s is a shared virtual IP" % vip_cluster.vip,
                                    "Use the control planes' own addresses as endpoints"),
            extra_vars={"rotate_ca_endpoints": [vip_cluster.vip]})
-
 
 
 def test_a_kubernetes_node_missing_from_the_inventory_is_refused_with_discovery_off(make_sim_cluster, tmp_path):

@@ -33,9 +33,10 @@ def test_a_node_down_at_preflight_stops_the_run_before_any_change(cluster, tmp_p
     worker = cluster.workers[1]
     worker.down()
     before = configs(cluster)
-    run = run_playbook(cluster, str(tmp_path / "rotation"))
+    run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars={"rotate_ca_retry_deadline": 2.5})
     worker.up()
     assert run.returncode != 0 and worker.address in run.output and "Preflight" in run.output
+    assert "got no answer within 2.5s" in run.output  # rotate_ca_retry_deadline reached the modules
     assert configs(cluster) == before
     assert not os.path.exists(tmp_path / "rotation" / "talos")  # no CA was even generated
     assert "Traceback" not in run.output
