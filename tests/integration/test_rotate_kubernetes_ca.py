@@ -368,3 +368,26 @@ def test_both_cas_rotated_with_the_rotation_directory_encrypted(make_sim_cluster
             assert data.startswith(b"$ANSIBLE_VAULT;"), "%s is stored in clear" % name
     rerun = run_playbook(cluster, rotation_dir, "--vault-password-file", str(password_file), extra_vars=variables)
     assert rerun.returncode == 0 and all(counts["changed"] == 0 for counts in rerun.recap.values()), rerun.output[-4000:]
+
+
+def test_a_cluster_mid_upgrade_is_rotated_in_each_node_s_own_config_shape(make_sim_cluster, tmp_path):
+    # Half the nodes on v1.15 (KubeAPIServerCAConfig; workers with accepted CAs only), half on v1.13 (cluster.ca):
+    # the shape is read per node, and each keeps its own.
+    versions = ["v1.15.0", "v1.13.4", "v1.15.0", "v1.13.4"]
+    cluster = make_sim_cluster(controlplanes=2, workers=2, talos_version=versions, kubelet_restart_delay=0.05)
+    shapes = {node.name: "KubeAPIServerCAConfig" if node.talos_version == "v1.15.0" else "cluster.ca" for node in cluster.nodes}
+    rotation_dir = str(tmp_path / "rotation")
+    with ReadinessWatch(cluster) as watch:
+        run = run_playbook(cluster, rotation_dir, extra_vars={"rotate_talos": False, "rotate_kubernetes": True,
+                                                             "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)})
+    assert run.returncode == 0, run.output[-8000:]
+    new_ca = pem_to_der(read(os.path.join(rotation_dir, "kubernetes", "ca.crt")))
+    for node in cluster.nodes:
+        issuing, accepted = kubernetes_ca_fields(node)
+        if shapes[node.name] == "KubeAPIServerCAConfig" and not node.controlplane:
+            assert (issuing, accepted) == (None, [new_ca]), node.name
+        else:
+            assert (issuing, accepted) == (new_ca, []), node.name
+        assert (b"kind: KubeAPIServerCAConfig" in node.config_bytes()) == (shapes[node.name] == "KubeAPIServerCAConfig"), node.name
+    assert {message for _name, message in watch.not_ready} <= {"kubelet is not running"}, watch.not_ready  # never trust
+    assert list_nodes(cluster.kubeconfig_path).kind == _kubernetes.OK

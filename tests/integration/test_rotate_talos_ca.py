@@ -182,3 +182,27 @@ def test_a_run_limited_to_some_nodes_is_refused_before_any_change(cluster, tmp_p
     assert "This run leaves out %s" % left_out in run.output and "Run without --limit" in run.output
     assert {node.name: node.config_bytes() for node in cluster.nodes} == configs
     assert not os.path.exists(tmp_path / "rotation")
+
+
+def test_an_init_node_is_rotated_as_a_control_plane(make_sim_cluster, tmp_path):
+    # Clusters bootstrapped with an `init` node still carry machine.type init on it: a control plane in every respect.
+    cluster = make_sim_cluster(controlplanes=2, workers=1, init_node=True)
+    init = cluster.controlplanes[0]
+    assert init.machine_type == "init"
+    rotation_dir = str(tmp_path / "rotation")
+    old_ca = old_ca_der_of(cluster)
+
+    run = run_playbook(cluster, rotation_dir)
+    assert run.returncode == 0, run.output[-6000:]
+    assert_rotated(cluster, rotation_dir, old_ca)
+    new_key = read(os.path.join(rotation_dir, "talos", "ca.key"))
+    for node in cluster.nodes:
+        machine = next(document for document in yaml.safe_load_all(node.config_bytes()) if document and "machine" in document)["machine"]
+        holds_key = bool(machine["ca"].get("key"))
+        assert holds_key == node.controlplane, "%s (%s): control planes, init included, hold the CA key; workers never" % (
+            node.name, node.machine_type)
+        if holds_key:
+            assert base64.b64decode(machine["ca"]["key"]) == new_key
+    # Patched with the control planes, before any worker.
+    accept = run.output[run.output.index("Accept | add the new CA"):]
+    assert accept.index("changed: [%s]" % init.name) < accept.index("changed: [%s]" % cluster.workers[0].name)

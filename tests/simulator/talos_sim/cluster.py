@@ -43,6 +43,7 @@ class SimCluster:
     (certificate reissue, trustd, kubelet restart). Talos does this asynchronously.
     split_members: emulate the Kubernetes discovery registry, where a control plane's Members
     lists only control planes and a worker's only workers (off: discovery service, all nodes).
+    init_node: the first control plane has machine.type init, as clusters bootstrapped before Talos v1.x still do.
     discovery: False emulates cluster discovery turned off (cluster.discovery.enabled: false): Members is empty
     on every node.
     vip: the control planes' configs declare a shared virtual IP (<subnet>.253), which the first
@@ -54,7 +55,7 @@ class SimCluster:
                  kubelet_restart_delay: float = 0.2, subnet: str | None = None, *, name: str = "talos-sim",
                  kubernetes_version: str = "v1.34.1", controller_delay: float = 0.0, reboot_duration: float = 1.0,
                  trustd_retry_interval: float = 1.0, split_members: bool = False, vip: bool = False,
-                 discovery: bool = True):
+                 discovery: bool = True, init_node: bool = False):
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
         if controlplanes + workers > MAX_NODES - (1 if vip else 0):
@@ -68,6 +69,7 @@ class SimCluster:
         self.split_members = split_members
         self._want_vip = vip
         self.discovery = discovery
+        self.init_node = init_node
         self.vip: str | None = None
         self.build_date = "2025-06-02T10:00:00Z"
         self._counts = (controlplanes, workers)
@@ -203,13 +205,14 @@ class SimCluster:
         controlplanes, workers = self._counts
         endpoint = "%s.1" % self.subnet
         for index in range(controlplanes + workers):
-            machine_type = "controlplane" if index < controlplanes else "worker"
+            tier = "controlplane" if index < controlplanes else "worker"
+            machine_type = "init" if index == 0 and self.init_node else tier
             number = index + 1 if index < controlplanes else index - controlplanes + 1
             tag = self._versions[index]
             config = machineconfig.generate(self.secrets, machine_type, machineconfig.TalosVersion.parse(tag),
                                             endpoint, self.kubernetes_version,
-                                            vip=self.vip if machine_type == "controlplane" else None)
-            node = SimNode(self, "%s-%s-%d" % (self.name, machine_type, number), "%s.%d" % (self.subnet, index + 1),
+                                            vip=self.vip if tier == "controlplane" else None)
+            node = SimNode(self, "%s-%s-%d" % (self.name, tier, number), "%s.%d" % (self.subnet, index + 1),
                            machine_type, tag, config)
             self.nodes.append(node)
             self._by_key[node.address] = self._by_key[node.name] = node
