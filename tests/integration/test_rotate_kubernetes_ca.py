@@ -378,8 +378,8 @@ def test_a_cluster_mid_upgrade_is_rotated_in_each_node_s_own_config_shape(make_s
     shapes = {node.name: "KubeAPIServerCAConfig" if node.talos_version == "v1.15.0" else "cluster.ca" for node in cluster.nodes}
     rotation_dir = str(tmp_path / "rotation")
     with ReadinessWatch(cluster) as watch:
-        run = run_playbook(cluster, rotation_dir, extra_vars={"rotate_talos": False, "rotate_kubernetes": True,
-                                                             "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)})
+        run = run_playbook(cluster, rotation_dir,
+                           extra_vars={"rotate_talos": False, "rotate_kubernetes": True, "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)})
     assert run.returncode == 0, run.output[-8000:]
     new_ca = pem_to_der(read(os.path.join(rotation_dir, "kubernetes", "ca.crt")))
     for node in cluster.nodes:
