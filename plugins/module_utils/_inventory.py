@@ -78,6 +78,12 @@ def _ip(text):
         return None
 
 
+def normal_address(text):
+    """An IP address in its canonical form (so that fd00::0:2 and fd00::2 compare equal); any other text as it is."""
+    address = _ip(text)
+    return str(address) if address is not None else str(text).strip()
+
+
 def endpoint_host(endpoint):
     """'10.0.0.1', '10.0.0.1:50000', '[fd00::1]:50000', 'fd00::1' or 'host:50000' -> the host part."""
     text = str(endpoint).strip()

@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
-from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members
+from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
@@ -265,41 +264,37 @@ def _some(nodes):
 def _shared_addresses(cluster, params, endpoints):
     """A shared virtual IP reaches whichever control plane holds it (siderolabs/talos#10357): never a node address, nor an
     endpoint, which moves when etcd elects another holder - something a rotation can cause."""
-    vips = {_normal(address) for facts in cluster["nodes"].values() for address in facts["virtual_ips"]}
-    declared = {}
+    vips = {normal_address(address) for facts in cluster["nodes"].values() for address in facts["virtual_ips"]}
+    declared = {}  # VIP -> the nodes whose config declares it
     for node, facts in cluster["nodes"].items():
-        for address in facts["virtual_ips"] if _normal(node) not in vips else ():  # the VIP itself answers as its holder
-            declared.setdefault(_normal(address), []).append(node)
+        if normal_address(node) in vips:
+            continue  # the VIP itself, read as its holder
+        for address in facts["virtual_ips"]:
+            declared.setdefault(normal_address(address), []).append(node)
     listed = list(params["controlplanes"]) + list(params["workers"])
     problems = []
     for address in listed:
-        if _normal(address) in declared:
+        if normal_address(address) in declared:
             problems.append("%s, listed as a node, is a shared virtual IP (declared in the machine config of %s): it reaches "
                             "whichever control plane holds it, so that node would be patched twice under two names. List every "
                             "node once, by its own address (talos_node_address or ansible_host), and drop the VIP from the "
-                            "inventory." % (address, _some(declared[_normal(address)])))
+                            "inventory." % (address, _some(declared[normal_address(address)])))
     for endpoint in endpoints:
-        if _normal(endpoint_host(endpoint)) in declared:
+        host = normal_address(endpoint_host(endpoint))
+        if host in declared:
             problems.append("endpoint %s is a shared virtual IP (declared in the machine config of %s): it moves to another "
                             "control plane whenever etcd elects a new holder, which a rotation can cause, and Talos advises "
                             "against it as a talosctl endpoint. Use the control planes' own addresses as endpoints "
                             "(talos_endpoints / rotate_ca_endpoints, or the talosconfig context's endpoints)." % (
-                                endpoint, _some(declared[_normal(endpoint_host(endpoint))])))
+                                endpoint, _some(declared[host])))
     for member in cluster["members"]:
-        addresses = {_normal(address) for address in member.get("addresses") or ()}
-        aliases = [address for address in listed if _normal(address) in addresses]
+        addresses = {normal_address(address) for address in member.get("addresses") or ()}
+        aliases = [address for address in listed if normal_address(address) in addresses]
         if len(aliases) > 1:
             problems.append("%s are addresses of one cluster member, %s: the inventory lists that node more than once, "
                             "and only one of them is its own address (another is a shared VIP or a second interface). List "
                             "it once, by its own address." % (" and ".join(aliases), member_name(member)))
     return problems
-
-
-def _normal(address):
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address
 
 
 def _members_left_out(members, params):

@@ -19,6 +19,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._inventory import (
     endpoint_ips,
     endpoints_for,
     merge_members,
+    normal_address,
     parse_pins,
     parse_vips,
     query_members,
@@ -285,3 +286,8 @@ def test_query_members_refuses_an_empty_member_list():
 def test_module_exports_the_group_names_the_role_reads():
     # roles/rotate_ca/defaults/main.yml: rotate_ca_controlplane_group / rotate_ca_worker_group.
     assert (_inventory.CONTROLPLANE, _inventory.WORKER) == ("controlplane", "worker")
+
+
+@pytest.mark.parametrize("text,expected", [("fd00::0:2", "fd00::2"), (" 10.5.0.2 ", "10.5.0.2"), ("cp-1.example", "cp-1.example")])
+def test_normal_address_makes_equal_ips_compare_equal_and_keeps_names(text, expected):
+    assert normal_address(text) == expected
