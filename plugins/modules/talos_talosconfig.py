@@ -159,6 +159,12 @@ contexts:
   returned: always
   type: list
   elements: dict
+summary:
+  description: One line per context - file, context, what was (or would be) done, roles, expiry.
+  returned: always
+  type: list
+  elements: str
+  sample: ["/home/alice/.talos/config context prod: reissued, roles os:reader, expires 2027-03-01T10:00:00Z"]
 backup:
   description: Path of the copy of the previous file, when O(backup) made one.
   returned: always

@@ -80,6 +80,7 @@ def run(params, check_mode=False, diff=False, now=None):
     result = {"path": path, "changed": changed, "backup": None, "ca_fingerprint": ca_facts["fingerprint_sha256"],
               "ca_not_after": ca_facts["not_after"], "contexts": [_public(decision, ca, lifetime, now) for decision in decisions]}
     if not changed or check_mode:
+        result["summary"] = _summary(result, check_mode)
         return _with_diff(result, decisions, ca, path) if diff else result
     document = talosconfig
     if params["backup"] and talosconfig is not None:
@@ -95,7 +96,21 @@ def run(params, check_mode=False, diff=False, now=None):
         decision["written"] = context
     _save(document, path)
     result["contexts"] = [_public(decision, ca, lifetime, now) for decision in decisions]
+    result["summary"] = _summary(result, check_mode)
     return _with_diff(result, decisions, ca, path) if diff else result
+
+
+def _summary(result, check_mode):
+    """One line per context for the end-of-run summary: what happened, roles, expiry; never keys."""
+    verbs = {"issued": "issued", "reissued": "reissued", "updated": "updated (certificate kept)", "kept": "unchanged"}
+    lines = []
+    for item in result["contexts"]:
+        verb = verbs[item["action"]]
+        if check_mode and item["action"] != "kept":
+            verb = "would be " + verb
+        lines.append("%s context %s: %s, roles %s, expires %s" % (
+            result["path"], item["context"], verb, ", ".join(item["client_certificate"]["roles"]), item["client_certificate"]["not_after"]))
+    return lines
 
 
 def _with_diff(result, decisions, ca, path):

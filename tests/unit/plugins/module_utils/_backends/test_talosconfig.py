@@ -126,6 +126,7 @@ def test_check_mode_writes_nothing_and_says_what_it_would_issue(tmp_path, rotati
     assert result["changed"] and not path.exists()
     planned = result["contexts"][0]["client_certificate"]
     assert planned["roles"] == ["os:reader"] and planned["fingerprint_sha256"] is None and planned["not_after"]
+    assert result["summary"] == ["%s context ops: would be issued, roles os:reader, expires %s" % (path, planned["not_after"])]
     assert_no_key(result)
 
 
