@@ -25,7 +25,7 @@ import os
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, TalosPKIError
-from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import KIND_TALOS, SecretsBundle, TalosConfig, TalosContext
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import KIND_TALOS, TalosConfig, TalosContext
 
 ARGUMENT_SPEC = _files.with_encryption({
     "path": {"type": "path", "required": True},
@@ -57,17 +57,10 @@ def run(params, check_mode=False, diff=False, now=None):
     if params["reissue"] and (params["roles"] is not None or params["name"] is not None):
         raise ConfigError("reissue=true keeps each context's roles and user name as its certificate has them: leave out "
                           "`roles` and `name`, or issue a new context without reissue.")
-    if params["validity_hours"] < 1:
-        raise ConfigError("validity_hours is %d: give the client certificate's lifetime as a positive number of hours "
-                          "(Talos uses 8760, one year)." % params["validity_hours"])
-    ca, previous_ca, source = _issuing_ca(params)
-    lifetime = datetime.timedelta(hours=params["validity_hours"])
+    signer = _rotation_store.signing_ca(KIND_TALOS, params["ca_dir"], params["secrets_file"])
+    lifetime = _rotation_store.client_lifetime(signer, params["validity_hours"], now)
+    ca, previous_ca = signer.ca, signer.previous_crt
     ca_facts = _pki.describe_certificate(ca.crt)
-    if now + lifetime > _parse_time(ca_facts["not_after"]):
-        raise ConfigError("validity_hours %d would make the client certificate outlive the CA in %s, which expires at %s: "
-                          "give a lifetime of at most %d hours, or rotate the CA first." % (
-                              params["validity_hours"], source, ca_facts["not_after"],
-                              int((_parse_time(ca_facts["not_after"]) - now).total_seconds() // 3600)))
     path = os.path.expanduser(params["path"])
     if params["reissue"]:
         talosconfig = TalosConfig.load(path)
@@ -121,27 +114,6 @@ def _with_diff(result, decisions, ca, path):
                       "after": {public["context"]: {key: value for key, value in public.items() if key not in ("context", "action", "reason")}
                                 for public in result["contexts"]}}
     return result
-
-
-# --- the CA ------------------------------------------------------------------------------------
-
-def _issuing_ca(params):
-    """(CertAndKey, previous CA certificate or None, where it came from): the Talos API CA with its key, checked."""
-    if params["ca_dir"]:
-        rotation = _rotation_store.load(params["ca_dir"], kind=KIND_TALOS)
-        if rotation is None:
-            raise ConfigError("ca_dir %s holds no Talos API CA rotation: give the rotation directory of the Talos API CA "
-                              "(<rotate_ca_dir>/talos), or secrets_file." % params["ca_dir"])
-        ca, previous, source = rotation.ca(), rotation.previous_ca_cert(), "rotation directory %s" % rotation.path
-    else:
-        bundle = SecretsBundle.load(params["secrets_file"])
-        try:
-            crt, key = bundle.get_ca(KIND_TALOS)
-        except ConfigError as error:
-            raise ConfigError("%s Client certificates can only be issued with the CA's private key." % error) from None
-        ca, previous, source = _pki.CertAndKey(crt, key), None, "secrets file %s (certs.os)" % params["secrets_file"]
-    _pki.validate_ca(ca.crt, ca.key, what="Talos API CA in %s" % source, purposes=("client_auth",))
-    return ca, previous, source
 
 
 # --- what to write -----------------------------------------------------------------------------
