@@ -786,7 +786,8 @@ def issue_client_certificate(ca, roles=DEFAULT_CLIENT_ROLES, validity_hours=CLIE
     if isinstance(roles, str):
         roles = (roles,)  # a lone role given as a string, not a sequence of characters
     roles = tuple(roles or ())
-    if not roles or not all(isinstance(role, str) and role.strip() for role in roles):
+    # A Kubernetes user (common_name) may have no group; a talosconfig certificate without a role is useless.
+    if (not roles and common_name is None) or not all(isinstance(role, str) and role.strip() for role in roles):
         raise PKIError("a client certificate needs at least one role, each a non-empty string (got %r): e.g. "
                        "['os:admin'] (also os:operator, os:reader, os:etcd:backup)" % (roles,))
     if common_name is not None and (not isinstance(common_name, str) or not common_name.strip()):
