@@ -214,12 +214,18 @@ def _run_issuing(params, path, check_mode, diff, now=None):
     fetched_bytes, _root = run_async(_fetch(target, params["node"]))
     fetched = Kubeconfig.parse(fetched_bytes, "kubeconfig from %s" % (params["node"] or target.endpoints[0]))
     trusted = fetched.credentials(fetched.only_context())
-    if _pki.fingerprint(signer.ca.crt) not in _fingerprints(trusted.ca):
+    result = {"path": path, "changed": False, "backup": None}
+    if _pki.fingerprint(signer.ca.crt) in _fingerprints(trusted.ca):
+        pass
+    elif check_mode and signer.previous_crt and _pki.fingerprint(signer.previous_crt) in _fingerprints(trusted.ca):
+        # A dry run before (or during) the rotation previews its end: the rotation's new CA alone is trusted then.
+        trusted = trusted._replace(ca=_pki.split_pem_certificates(signer.ca.crt)[0])
+        result["preview"] = "the cluster does not trust the rotation's new CA yet: shown as it will be once the rotation completes"
+    else:
         raise ConfigError("the Kubernetes API CA in %s (%s) is not one the cluster trusts now (its API servers accept %s): "
                           "give this cluster's CA - after a rotation, its rotation directory (<rotate_ca_dir>/kubernetes)." % (
                               signer.source, _pki.fingerprint(signer.ca.crt)[:16],
                               ", ".join(sorted(fp[:16] for fp in _fingerprints(trusted.ca)))))
-    result = {"path": path, "changed": False, "backup": None}
     if params["reissue"]:
         decisions, document = _reissue(existing, trusted, signer, lifetime, now, path)
     else:
@@ -255,6 +261,9 @@ def _issue_user(existing, fetched, trusted, signer, lifetime, now, params, path)
     else:
         document = fetched.for_user("%s@%s" % (params["user"], trusted.cluster))
     placeholder = document.credentials(document.only_context())
+    if _fingerprints(placeholder.ca) != _fingerprints(trusted.ca):  # a check-mode preview of the rotation's end
+        document.set_certificate_authority(placeholder.cluster, trusted.ca)
+        placeholder = document.credentials(placeholder.context)
     _refuse_foreign_entry(existing, placeholder, path)
     before = _existing_credentials(existing, placeholder.context)
     reason = _issued_still_fits(before, placeholder, signer, params["user"], groups, lifetime, now, same_server=True)

@@ -129,3 +129,13 @@ def test_a_near_expiry_user_certificate_is_renewed(tmp_path, cluster):
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=40)
     renewed = kubeconfig._run_issuing(params(path, cluster, user="alice", validity_hours=48), str(path), False, False, now=later)  # pylint: disable=protected-access
     assert renewed["changed"] and "expires" in renewed["contexts"][0]["reason"]
+
+
+def test_check_mode_before_the_rotation_completes_previews_its_end(tmp_path, cluster):
+    cluster.issuing, cluster.trusted = cluster.old, [cluster.old]  # the new CA of the rotation directory is not trusted yet
+    path = tmp_path / "kubeconfig"
+    preview = kubeconfig.run(params(path, cluster, user="alice"), check_mode=True)
+    assert preview["changed"] and "once the rotation completes" in preview["preview"] and not path.exists()
+    assert preview["contexts"][0]["ca_fingerprints"] == [_pki.fingerprint(cluster.new.crt)]
+    with pytest.raises(ConfigError, match="not one the cluster trusts now"):
+        kubeconfig.run(params(path, cluster, user="alice"))
