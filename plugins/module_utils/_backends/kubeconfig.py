@@ -238,10 +238,10 @@ def _run_issuing(params, path, check_mode, diff, now=None):
         ", ".join(item["client_certificate"]["organization"]) or "none", item["client_certificate"]["not_after"])
         for item in result["contexts"]]
     if diff:
+        hidden = ("context", "action", "reason")
         result["diff"] = {"before_header": path, "after_header": path,
                           "before": {decision["facts"]["context"]: decision["before"] for decision in decisions},
-                          "after": {decision["facts"]["context"]: {key: value for key, value in decision["facts"].items()
-                                                                     if key not in ("context", "action", "reason")}
+                          "after": {decision["facts"]["context"]: {key: value for key, value in decision["facts"].items() if key not in hidden}
                                     for decision in decisions}}
     if not result["changed"] or check_mode:
         return result
