@@ -57,7 +57,7 @@ def test_users_get_kubeconfigs_from_the_new_ca_and_the_old_ones_get_401(cluster,
     assert "context admin@%s: would be reissued, user bob, groups developers" % cluster.name in dry.output
     assert "context alice@%s: would be issued, user alice, groups viewers" % cluster.name in dry.output
 
-    run = run_playbook(cluster, rotation_dir, "--diff", extra_vars=extra_vars)
+    run = run_playbook(cluster, rotation_dir, "--diff", "-vvv", extra_vars=extra_vars)
     assert run.returncode == 0, run.output[-6000:]
     new_ca = read(os.path.join(rotation_dir, "kubernetes", "ca.crt"))
     for user, (path, groups) in holders.items():

@@ -93,7 +93,7 @@ def test_users_get_credentials_from_the_new_ca_with_exactly_their_roles(cluster,
     assert "context %s: would be reissued, roles os:reader" % cluster.name in dry.output
     assert "context auditor: would be issued, roles os:reader" in dry.output
 
-    run = run_playbook(cluster, rotation_dir, "--diff", extra_vars=extra_vars)
+    run = run_playbook(cluster, rotation_dir, "--diff", "-vvv", extra_vars=extra_vars)
     assert run.returncode == 0, run.output[-6000:]
     new_ca = read(os.path.join(rotation_dir, "talos", "ca.crt"))
     for role, path in holders.items():
