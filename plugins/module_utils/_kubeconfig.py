@@ -211,6 +211,36 @@ class Kubeconfig:
             copy.document["current-context"] = name
         return copy
 
+    def for_user(self, name):
+        """A copy whose single user and context are both called `name` (the cluster entry keeps its name), for another user."""
+        context = self.only_context()
+        copy = Kubeconfig.parse(self.to_bytes(), self.source)
+        for section in ("users", "contexts"):
+            for item in copy.document.get(section) or []:
+                item["name"] = name
+        copy.entry("contexts", name)["user"] = name
+        if copy.document.get("current-context") == context:
+            copy.document["current-context"] = name
+        return copy
+
+    def set_client_certificate(self, user, crt, key):
+        """Replace user `user`'s client certificate and key (as -data values; file references are dropped)."""
+        entry = self.entry("users", user)
+        if entry is None:
+            raise ConfigError("%s has no user %s: restore the file." % (self.source, user))
+        for field in ("client-certificate", "client-key"):
+            entry.pop(field, None)
+        entry["client-certificate-data"] = base64.b64encode(crt).decode("ascii")
+        entry["client-key-data"] = base64.b64encode(key).decode("ascii")
+
+    def set_certificate_authority(self, cluster, ca):
+        """Replace cluster `cluster`'s CA data (file references are dropped)."""
+        entry = self.entry("clusters", cluster)
+        if entry is None:
+            raise ConfigError("%s has no cluster %s: restore the file." % (self.source, cluster))
+        entry.pop("certificate-authority", None)
+        entry["certificate-authority-data"] = base64.b64encode(ca).decode("ascii")
+
     def merge(self, other):
         """Take `other`'s clusters, users and contexts, replacing same-named entries in place; keep every other entry.
 

@@ -64,6 +64,9 @@ CA_VALIDITY_HOURS = 87600
 CLIENT_VALIDITY_HOURS = 8760
 SERVER_VALIDITY_HOURS = 24
 DEFAULT_CLIENT_ROLES = ("os:admin",)
+# Roles a talosconfig user may be given (pkg/machinery/role): each is one O of the client certificate. os:impersonator
+# is left out on purpose: apid trusts any role its holder claims in the call metadata.
+TALOS_USER_ROLES = ("os:admin", "os:operator", "os:reader", "os:etcd:backup")
 MIN_RSA_BITS = 2048
 
 # Subject of each CA as Talos writes it: (attribute, value) pairs, resolved to OIDs at call
@@ -774,19 +777,28 @@ def _issue_leaf(ca_certificate, ca_key, subject, usage_oids, lifetime, now, alte
     return CertAndKey(crt=certificate.public_bytes(serialization.Encoding.PEM), key=dump_private_key(leaf_key))
 
 
-def issue_client_certificate(ca, roles=DEFAULT_CLIENT_ROLES, validity_hours=CLIENT_VALIDITY_HOURS, now=None):
-    """A talosconfig client certificate from CA `ca` (CertAndKey): no CN, one O per role, EKU exactly ClientAuth."""
+def issue_client_certificate(ca, roles=DEFAULT_CLIENT_ROLES, validity_hours=CLIENT_VALIDITY_HOURS, now=None, common_name=None):
+    """A client certificate from CA `ca` (CertAndKey): one O per role (or group), EKU exactly ClientAuth.
+
+    Without `common_name` it has no CN, as Talos writes talosconfig certificates; Kubernetes reads the
+    user name from the CN and its groups from the O values, Talos its roles from the O values.
+    """
     if isinstance(roles, str):
         roles = (roles,)  # a lone role given as a string, not a sequence of characters
     roles = tuple(roles or ())
-    if not roles or not all(isinstance(role, str) and role.strip() for role in roles):
+    # A Kubernetes user (common_name) may have no group; a talosconfig certificate without a role is useless.
+    if (not roles and common_name is None) or not all(isinstance(role, str) and role.strip() for role in roles):
         raise PKIError("a client certificate needs at least one role, each a non-empty string (got %r): e.g. "
                        "['os:admin'] (also os:operator, os:reader, os:etcd:backup)" % (roles,))
+    if common_name is not None and (not isinstance(common_name, str) or not common_name.strip()):
+        raise PKIError("the client certificate's common name (the user name) must be a non-empty string, not %r" % (common_name,))
     lifetime = _check_hours(validity_hours, "client certificate", CLIENT_VALIDITY_HOURS)
     ca_certificate, ca_key = _issuing_ca(ca, now, "client_auth")
     # One RDN per role; Go reads Subject.Organization from all of them.
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, role) for role in roles])
-    return _issue_leaf(ca_certificate, ca_key, subject, [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime, now)
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, role) for role in roles]
+    if common_name is not None:
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return _issue_leaf(ca_certificate, ca_key, x509.Name(attributes), [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime, now)
 
 
 def issue_server_certificate(ca, common_name, ip_addresses=(), dns_names=(), validity_hours=SERVER_VALIDITY_HOURS,

@@ -23,9 +23,11 @@ import json
 import os
 import shutil
 import tempfile
+from typing import NamedTuple
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki
-from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -162,3 +164,51 @@ def archive(path):
     target = "%s.archived-%s" % (path.rstrip(os.sep), stamp)
     os.rename(path, target)
     return target
+
+
+_CA_NAMES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA"}
+_SECRETS_NAMES = {"talos": "certs.os", "kubernetes": "certs.k8s"}
+
+
+class SigningCA(NamedTuple):
+    """A CA that issues client certificates: CertAndKey, the CA it replaced (certificate or None), where it is, its lifetime end."""
+
+    ca: _pki.CertAndKey
+    previous_crt: bytes | None
+    source: str
+    not_after: datetime.datetime
+
+
+def signing_ca(kind, ca_dir=None, secrets_file=None):
+    """The `kind` CA with its key, from a rotation directory (its new CA) or a secrets.yaml, checked to sign client certificates."""
+    if ca_dir:
+        rotation = load(ca_dir, kind=kind)
+        if rotation is None:
+            raise ConfigError("ca_dir %s holds no %s rotation: give the rotation directory of the %s (<rotate_ca_dir>/%s), or "
+                              "secrets_file." % (ca_dir, _CA_NAMES[kind], _CA_NAMES[kind], kind))
+        ca, previous, source = rotation.ca(), rotation.previous_ca_cert(), "rotation directory %s" % rotation.path
+    elif secrets_file:
+        try:
+            crt, key = SecretsBundle.load(secrets_file).get_ca(kind)
+        except ConfigError as error:
+            raise ConfigError("%s Client certificates can only be issued with the CA's private key." % error) from None
+        ca, previous, source = _pki.CertAndKey(crt, key), None, "secrets file %s (%s)" % (secrets_file, _SECRETS_NAMES[kind])
+    else:
+        raise ConfigError("give ca_dir (a rotation directory) or secrets_file (a talosctl gen secrets bundle): the %s and its "
+                          "key sign the client certificates." % _CA_NAMES[kind])
+    certificate = _pki.validate_ca(ca.crt, ca.key, what="%s in %s" % (_CA_NAMES[kind], source), purposes=("client_auth",))
+    return SigningCA(ca, previous, source, certificate.not_valid_after_utc)
+
+
+def client_lifetime(signer, validity_hours, now):
+    """validity_hours as a timedelta, refused when not positive or when a certificate issued `now` would outlive the CA."""
+    if validity_hours < 1:
+        raise ConfigError("validity_hours is %d: give the client certificate's lifetime as a positive number of hours "
+                          "(Talos uses 8760, one year)." % validity_hours)
+    lifetime = datetime.timedelta(hours=validity_hours)
+    if now + lifetime > signer.not_after:
+        raise ConfigError("validity_hours %d would make the client certificate outlive the CA in %s, which expires at %s: "
+                          "give a lifetime of at most %d hours, or rotate the CA first." % (
+                              validity_hours, signer.source, signer.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              int((signer.not_after - now).total_seconds() // 3600)))
+    return lifetime

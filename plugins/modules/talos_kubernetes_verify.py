@@ -17,6 +17,8 @@ description:
     status of each node is reported.
   - With O(expect=refused), every API server must answer 401 Unauthorized - kube-apiserver no longer authenticates the client
     certificate. A TLS failure, a timeout or another status proves nothing about the credentials and fails the check.
+  - With O(expect=authenticated), every API server must authenticate the client certificate - list the nodes, or refuse it
+    403 Forbidden (a user whose groups may not list nodes) but not 401; for the kubeconfigs of users other than the admin.
   - TLS verification always stays on; O(server_ca) replaces the kubeconfig's CA data to check one trust state precisely.
   - Never changes anything.
 extends_documentation_fragment:
@@ -34,9 +36,10 @@ options:
   expect:
     description:
       - V(reachable) - the API answers and every node is Ready. V(refused) - every API server answers 401 Unauthorized.
+        V(authenticated) - every API server authenticates the client certificate (an answer or 403, never 401).
     type: str
     default: reachable
-    choices: [reachable, refused]
+    choices: [reachable, refused, authenticated]
   nodes:
     description:
       - Nodes that must be registered (and Ready), by node name or address - for example the inventory's nodes, so that a

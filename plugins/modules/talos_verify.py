@@ -56,6 +56,14 @@ options:
       - How many nodes are checked at once.
     type: int
     default: 64
+  prove_roles:
+    description:
+      - With O(expect=reachable), also prove that every node gives the client certificate exactly the Talos roles it carries
+        (its Subject Organization values) - Version must be allowed to os:admin, os:operator and os:reader and denied to any
+        other role set, and ApplyConfiguration allowed to os:admin only. An os:admin certificate proves it with a dry-run apply
+        of the node's own configuration (nothing changes); any other one must be refused a dry-run apply (PermissionDenied).
+    type: bool
+    default: false
 seealso:
   - module: talosops.pki.talos_machine_patch
 author:
@@ -87,7 +95,8 @@ expect:
   sample: reachable
 nodes:
   description: Per node - C(ok), and C(version) and C(hostname) when reachable, C(refused) when refused, C(error) when not
-    proven, and C(seconds) it took.
+    proven, and C(seconds) it took. With O(prove_roles), C(roles) and what the node did with C(version) and C(apply)
+    (V(allowed) or V(denied)) instead of the version.
   returned: always
   type: dict
   sample: {"10.5.0.2": {"ok": true, "version": "v1.13.4", "hostname": "cp-1", "seconds": 0.04}}

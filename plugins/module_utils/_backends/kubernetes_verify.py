@@ -24,7 +24,7 @@ ARGUMENT_SPEC = {
     "context": {"type": "str"},
     "server_ca": {"type": "list", "elements": "path"},
     "api_servers": {"type": "list", "elements": "str"},
-    "expect": {"type": "str", "default": "reachable", "choices": ["reachable", "refused"]},
+    "expect": {"type": "str", "default": "reachable", "choices": ["reachable", "refused", "authenticated"]},
     "nodes": {"type": "list", "elements": "str"},
     "refuse_unlisted_nodes": {"type": "bool", "default": False},
     "deadline": {"type": "float", "default": 180.0},
@@ -67,7 +67,8 @@ def run(params, check_mode=False, diff=False):
 
 
 def _wording(expect):
-    return "the API reachable with every node Ready" if expect == "reachable" else "that they refuse this client certificate (401)"
+    return {"reachable": "the API reachable with every node Ready", "refused": "that they refuse this client certificate (401)",
+            "authenticated": "that they authenticate this client certificate (an answer or 403, not 401)"}[expect]
 
 
 def _verify_server(server, credentials, server_ca, params, deadline):
@@ -89,6 +90,11 @@ def _verify_server(server, credentials, server_ca, params, deadline):
                 detail = "%s: %s" % (server, problem)
             else:
                 detail = outcome.detail
+        elif params["expect"] == "authenticated":
+            # A user whose groups may not list nodes gets 403: kube-apiserver knew who it was, which is what is proven.
+            if outcome.kind in (_kubernetes.OK, _kubernetes.FORBIDDEN):
+                return _done(True, "authenticated (%s)" % ("answered" if outcome.kind == _kubernetes.OK else "403"), started, None)
+            detail = outcome.detail
         elif outcome.kind == _kubernetes.UNAUTHORIZED:
             return _done(True, outcome.detail, started, None)
         elif outcome.kind in (_kubernetes.OK, _kubernetes.FORBIDDEN):
