@@ -299,10 +299,11 @@ def _shared_addresses(cluster, params, endpoints):
 
 def _members_left_out(members, params):
     """Every cluster member must be rotated: one left out would be locked out when the old CA is removed."""
-    listed = set(params["controlplanes"]) | set(params["workers"])
+    # Compared in canonical form: fd00:0::2 in the inventory is the member address fd00::2.
+    listed = {normal_address(address) for address in list(params["controlplanes"]) + list(params["workers"])}
     left_out = ["%s (%s, %s)" % (member_name(member), ", ".join(member.get("addresses") or ()) or "no address",
                                  member.get("machine_type") or "unknown type")
-                for member in members if not listed & set(member.get("addresses") or ())]
+                for member in members if not listed & {normal_address(address) for address in member.get("addresses") or ()}]
     if not left_out:
         return []
     return ["the cluster has members the inventory does not list: %s. A rotation must cover every node, or those left out "
