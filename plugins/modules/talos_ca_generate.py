@@ -53,7 +53,7 @@ options:
       - Validity of the new CA in hours, at most 876000 (100 years). It must be at least the lifetime of the client
         certificates the CA signs - O(talosconfig.validity_hours) (default 8760, one year) for O(kind=talos), 8760 (the
         admin kubeconfig Talos issues) for O(kind=kubernetes) - so that no client certificate outlives its CA. Below a year
-        the task warns: the cluster needs another rotation within the year.
+        the task warns, since the cluster then needs another rotation within the year.
     type: int
     default: 87600
   previous_ca:
