@@ -658,11 +658,11 @@ class TalosClient:
                                         "wait for it to finish and run again." % (where, call.what, status, self.retry_deadline),
                                         node=node_name)
         if failure.code == PERMISSION_DENIED and node is not None and _NO_FORWARDING in failure.message:
+            endpoint = self.endpoints[self._active].label
             return PermissionDeniedError("%s: %s refused (%s): endpoint %s does not forward requests to other nodes, which is "
                                          "what a worker's apid does (only control planes proxy the `node` header). Use the "
                                          "control planes' addresses as endpoints (talos_endpoints / rotate_ca_endpoints, or "
-                                         "the talosconfig context's endpoints)." % (where, call.what, status,
-                                                                                   self.endpoints[self._active].label),
+                                         "the talosconfig context's endpoints)." % (where, call.what, status, endpoint),
                                          node=node_name)
         if failure.code == PERMISSION_DENIED:
             return PermissionDeniedError("%s: %s denied (%s) for our client certificate's role(s) %s: reading CA secrets "

@@ -1,6 +1,5 @@
 """Generated machine configs have the real shapes per Talos version (TALOS-FACTS §6)."""
 
-import os
 
 import pytest
 import yaml

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki
-from ansible_collections.talosops.pki.plugins.module_utils._backends import (cluster_info, kubeconfig, kubernetes_restart,
-                                                                               kubernetes_verify, machine_patch, verify)
+from ansible_collections.talosops.pki.plugins.module_utils._backends import (
+    cluster_info, kubeconfig, kubernetes_restart, kubernetes_verify, machine_patch, verify)
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ServerNotTrustedError
 
 from test_bad_input import make_rotation  # pylint: disable=import-error

@@ -108,8 +108,10 @@ def test_an_existing_folder_keeps_its_mode(tmp_path):
     assert mode(home) == 0o755
 
 
-@pytest.mark.parametrize("entries", [[], ["rotation.lock"], ["talos", "kubernetes", "talos.archived-20260101T000000Z"],
-                                      [".kubernetes.staging-abc123"]], ids=["empty", "lock", "rotations", "staging"])
+FOLDER_CONTENTS = [[], ["rotation.lock"], ["talos", "kubernetes", "talos.archived-20260101T000000Z"], [".kubernetes.staging-abc123"]]
+
+
+@pytest.mark.parametrize("entries", FOLDER_CONTENTS, ids=["empty", "lock", "rotations", "staging"])
 def test_a_new_empty_or_rotation_folder_is_accepted(tmp_path, entries):
     folder = tmp_path / "rotation"
     folder.mkdir(mode=0o700)

@@ -4,7 +4,6 @@ import base64
 import datetime
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys

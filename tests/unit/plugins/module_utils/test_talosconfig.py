@@ -27,7 +27,6 @@ from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import (
 from talos_reference import reference_path  # pylint: disable=import-error
 
 
-
 # --- key material in Talos's shapes ----------------------------------------------------------------
 
 def _pem_key(key, edwards):
