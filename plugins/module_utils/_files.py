@@ -174,6 +174,29 @@ def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
     return path
 
 
+def write_problem(path, what):
+    """Why atomic_write(path) would fail, or None: for files written only at the end of a rotation, checked before any change.
+
+    A link that cannot be written through, a folder this user cannot write to, or a link target whose owner this
+    user cannot give the new file (atomic_write keeps it).
+    """
+    try:
+        target = write_target(path)
+    except ConfigError as exc:
+        return "%s: %s" % (what, exc)
+    folder = os.path.dirname(os.path.abspath(target))
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        return ("%s %s cannot be written: this user may not create files in its folder %s, where it is replaced atomically. "
+                "Make that folder writable, or give another path." % (what, path, folder))
+    if target != path and os.path.exists(target) and os.geteuid() != 0:
+        facts = os.stat(target)
+        if facts.st_uid != os.geteuid() or facts.st_gid not in set(os.getgroups()) | {os.getegid()}:
+            return ("%s %s is a symbolic link to %s, owned by uid %d gid %d: this user cannot write a file with that owner, "
+                    "which the write through the link keeps. Run as that user, or replace the link by the file." % (
+                        what, path, target, facts.st_uid, facts.st_gid))
+    return None
+
+
 def _keep_owner(fd, keep, path, target):
     try:
         os.fchown(fd, keep.st_uid, keep.st_gid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
@@ -54,6 +54,7 @@ def run(params, check_mode=False, diff=False):
         Kubeconfig.load(os.path.expanduser(params["kubeconfig"]))
     bundle = SecretsBundle.load(params["secrets_file"]) if params["secrets_file"] else None
     user_target = Target(params)
+    _check_writable(params, user_target)
     _check_endpoints(user_target)
     _check_client_usage(user_target)
     target = _choose_credentials(params, user_target)
@@ -73,6 +74,16 @@ def run(params, check_mode=False, diff=False):
     if problems:
         result.update(failed=True, msg="preflight refused the rotation before any change: " + " ".join(problems))
     return result
+
+
+def _check_writable(params, user_target):
+    """The files the rotation rewrites at its end (through links), checked now: a refusal then comes after every node changed."""
+    files = [(params["secrets_file"], "secrets bundle"), (params["kubeconfig"] and os.path.expanduser(params["kubeconfig"]), "kubeconfig")]
+    if "talos" in params["rotation_dirs"]:
+        files.append((user_target.talosconfig_path, "talosconfig"))
+    problems = [problem for problem in (_files.write_problem(path, what) for path, what in files if path) if problem]
+    if problems:
+        raise ConfigError("files the rotation updates at its end cannot be written, so nothing was changed: %s" % " ".join(problems))
 
 
 def _check_endpoints(target):

@@ -170,3 +170,52 @@ def test_the_lock_makes_missing_parents_private_under_umask_000(tmp_path, playbo
     finally:
         os.umask(previous)
     assert mode(tmp_path / "new") == 0o700 and mode(tmp_path / "new" / "rotation") == 0o700
+
+
+# --- files written at the end of a rotation: checked before any change ------------------------------------------------
+
+
+def test_a_writable_file_or_link_has_no_problem(tmp_path):
+    (tmp_path / "real").write_text("x")
+    os.symlink("real", str(tmp_path / "link"))
+    assert _files.write_problem(str(tmp_path / "link"), "talosconfig") is None
+    assert _files.write_problem(str(tmp_path / "real"), "talosconfig") is None
+    assert _files.write_problem(str(tmp_path / "new" / "kubeconfig"), "kubeconfig") is None  # its folder is made then
+
+
+def test_a_link_to_a_folder_is_a_problem(tmp_path):
+    (tmp_path / "folder").mkdir()
+    os.symlink("folder", str(tmp_path / "link"))
+    assert _files.write_problem(str(tmp_path / "link"), "secrets bundle").startswith("secrets bundle: %s is a symbolic link to "
+                                                                                     "the directory" % (tmp_path / "link"))
+
+
+def test_a_folder_this_user_cannot_write_is_a_problem(tmp_path, monkeypatch):
+    (tmp_path / "config").write_text("x")
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path))  # as a user without write access there
+    problem = _files.write_problem(str(tmp_path / "config"), "talosconfig")
+    assert "talosconfig %s cannot be written: this user may not create files in its folder" % (tmp_path / "config") in problem
+
+
+def test_a_link_target_of_another_owner_is_a_problem_for_a_user_who_cannot_keep_it(tmp_path, monkeypatch):
+    (tmp_path / "real").write_text("x")
+    os.symlink("real", str(tmp_path / "link"))
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(tmp_path / "real").st_uid + 1)  # not root, not the owner
+    problem = _files.write_problem(str(tmp_path / "link"), "kubeconfig")
+    assert "is a symbolic link to %s, owned by uid" % (tmp_path / "real") in problem and "Run as that user" in problem
+
+
+def test_the_preflight_refuses_a_file_it_could_not_write_at_the_end(tmp_path):
+    from ansible_collections.talosops.pki.plugins.module_utils._backends import cluster_info  # pylint: disable=import-outside-toplevel
+
+    class UserTarget:  # pylint: disable=too-few-public-methods
+        talosconfig_path = str(tmp_path / "talosconfig")
+
+    (tmp_path / "folder").mkdir()
+    os.symlink("folder", str(tmp_path / "talosconfig"))
+    params = {"secrets_file": None, "kubeconfig": None, "rotation_dirs": {"talos": str(tmp_path / "rotation" / "talos")}}
+    with pytest.raises(ConfigError, match="files the rotation updates at its end cannot be written, so nothing was changed: "
+                                          "talosconfig: .* is a symbolic link to the directory"):
+        cluster_info._check_writable(params, UserTarget())  # pylint: disable=protected-access
+    # The Kubernetes flow does not write the talosconfig.
+    cluster_info._check_writable(dict(params, rotation_dirs={"kubernetes": "x"}), UserTarget())  # pylint: disable=protected-access
