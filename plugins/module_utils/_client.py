@@ -77,6 +77,8 @@ DEFAULT_PORT = 50000
 DEADLINE_EXCEEDED = 4
 NOT_FOUND = 5
 PERMISSION_DENIED = 7
+# apid's PermissionDenied message when a node that does not proxy (a worker) gets a request for another node.
+_NO_FORWARDING = "no request forwarding"
 FAILED_PRECONDITION = 9
 UNIMPLEMENTED = 12
 UNAVAILABLE = 14
@@ -176,6 +178,10 @@ def _split_endpoint(text, default_port):
     endpoint = text.strip()
     if not endpoint:
         raise ValueError("empty Talos endpoint")
+    if "://" in endpoint or "/" in endpoint:
+        # A name resolver would be asked for "https://10.5.0.2:50000" and fail after the retry deadline with "Unknown error".
+        raise ValueError("Talos endpoint %r is a URL or a path, not an address: Talos endpoints carry no scheme (https://) "
+                         "and no path" % text)
     if endpoint.startswith("["):
         host, _bracket, rest = endpoint[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -651,6 +657,13 @@ class TalosClient:
             return ApplyInProgressError("%s: %s refused (%s) for %ss: another configuration apply is still in progress; "
                                         "wait for it to finish and run again." % (where, call.what, status, self.retry_deadline),
                                         node=node_name)
+        if failure.code == PERMISSION_DENIED and node is not None and _NO_FORWARDING in failure.message:
+            endpoint = self.endpoints[self._active].label
+            return PermissionDeniedError("%s: %s refused (%s): endpoint %s does not forward requests to other nodes, which is "
+                                         "what a worker's apid does (only control planes proxy the `node` header). Use the "
+                                         "control planes' addresses as endpoints (talos_endpoints / rotate_ca_endpoints, or "
+                                         "the talosconfig context's endpoints)." % (where, call.what, status, endpoint),
+                                         node=node_name)
         if failure.code == PERMISSION_DENIED:
             return PermissionDeniedError("%s: %s denied (%s) for our client certificate's role(s) %s: reading CA secrets "
                                          "and the machine config, and applying configuration, need os:admin; use an os:admin "

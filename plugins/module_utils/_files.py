@@ -90,38 +90,77 @@ def unsealed(path, data):
 
 
 def ensure_private_dir(path):
-    """Create `path` (and parents) as 0700, or tighten an existing directory to 0700."""
-    if os.path.exists(path) and not os.path.isdir(path):
+    """Create `path` and any missing parents, each 0700 whatever the umask; an existing folder is left as it is.
+
+    Only folders made here are given a mode: the mode of a folder the collection did not create (a home,
+    a shared 1777 folder) is never changed.
+    """
+    if os.path.lexists(path) and not os.path.isdir(path):
         raise ConfigError("%s exists and is not a directory: point the rotation directory elsewhere "
                           "or move that file away." % path)
+    missing = []
+    folder = os.path.abspath(path)
+    while not os.path.lexists(folder) and os.path.dirname(folder) != folder:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
     try:
-        os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
-        if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR_MODE:
-            os.chmod(path, PRIVATE_DIR_MODE)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, PRIVATE_DIR_MODE)
+            except FileExistsError:
+                continue  # made by a concurrent run in the meantime: not ours to change
+            # mkdir's mode is masked by the umask (0700 under 0277 is 0500): set it exactly on what was made here.
+            os.chmod(folder, PRIVATE_DIR_MODE)
     except OSError as exc:
         raise ConfigError("cannot create private directory %s: %s. Choose a writable location." % (path, exc.strerror)) from exc
+    if not os.path.isdir(path):
+        raise ConfigError("%s exists and is not a directory: point the rotation directory elsewhere "
+                          "or move that file away." % path)
     return path
 
 
+def write_target(path):
+    """The file a write to `path` changes: `path` itself, or the final target of a symbolic link.
+
+    A link (e.g. ~/.talos/config into a dotfiles repository) is written through, never replaced by a
+    regular file: the file it points at is the one that must get the new content.
+    """
+    if not os.path.islink(path):
+        return path
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise ConfigError("%s is a symbolic link to the directory %s, not to a file: point it at a file, or give the file's "
+                          "path. Nothing was written." % (path, target))
+    if not os.path.isdir(os.path.dirname(target)):
+        raise ConfigError("%s is a symbolic link to %s, whose folder does not exist: fix or remove the link. Nothing was "
+                          "written." % (path, target))
+    return target
+
+
 def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
-    """Write bytes to `path` atomically: a same-folder temp file with `mode`, fsync, rename.
+    """Write bytes to `path` atomically: a temp file with `mode` beside the file, fsync, rename.
 
     The file never exists with a wider mode, and a reader sees the old or the new content,
-    never a mix.
+    never a mix. A symbolic link is written through: the temp file goes beside the link's
+    target, which keeps its mode and owner, and the link stays a link. Returns `path`.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    data = sealed_for(path, data)
+    target = write_target(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    data = sealed_for(target, data)
+    keep = os.stat(target) if target != path and os.path.exists(target) else None
     try:
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(path))
+        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(target))
     except OSError as exc:
-        raise ConfigError("cannot write %s: %s. Check that %s exists and is writable." % (path, exc.strerror, folder)) from exc
+        raise ConfigError("cannot write %s: %s. Check that %s exists and is writable." % (target, exc.strerror, folder)) from exc
     try:
-        os.fchmod(fd, mode)
+        os.fchmod(fd, stat.S_IMODE(keep.st_mode) if keep else mode)
+        if keep and (keep.st_uid, keep.st_gid) != (os.geteuid(), os.getegid()):
+            _keep_owner(fd, keep, path, target)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
+        os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_path)
@@ -133,6 +172,38 @@ def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
         finally:
             os.close(dir_fd)
     return path
+
+
+def write_problem(path, what):
+    """Why atomic_write(path) would fail, or None: for files written only at the end of a rotation, checked before any change.
+
+    A link that cannot be written through, a folder this user cannot write to, or a link target whose owner this
+    user cannot give the new file (atomic_write keeps it).
+    """
+    try:
+        target = write_target(path)
+    except ConfigError as exc:
+        return "%s: %s" % (what, exc)
+    folder = os.path.dirname(os.path.abspath(target))
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+        return ("%s %s cannot be written: this user may not create files in its folder %s, where it is replaced atomically. "
+                "Make that folder writable, or give another path." % (what, path, folder))
+    if target != path and os.path.exists(target) and os.geteuid() != 0:
+        facts = os.stat(target)
+        if facts.st_uid != os.geteuid() or facts.st_gid not in set(os.getgroups()) | {os.getegid()}:
+            return ("%s %s is a symbolic link to %s, owned by uid %d gid %d: this user cannot write a file with that owner, "
+                    "which the write through the link keeps. Run as that user, or replace the link by the file." % (
+                        what, path, target, facts.st_uid, facts.st_gid))
+    return None
+
+
+def _keep_owner(fd, keep, path, target):
+    try:
+        os.fchown(fd, keep.st_uid, keep.st_gid)
+    except OSError as exc:
+        raise ConfigError("%s is a symbolic link to %s, owned by uid %d gid %d, and this user cannot write a file with that owner "
+                          "(%s): run as that user, or replace the link by the file. Nothing was written." % (
+                              path, target, keep.st_uid, keep.st_gid, exc.strerror)) from exc
 
 
 def write_backup(path, data):

@@ -63,6 +63,8 @@ DEFAULT_ALGORITHM = {
 CA_VALIDITY_HOURS = 87600
 CLIENT_VALIDITY_HOURS = 8760
 SERVER_VALIDITY_HOURS = 24
+# The longest validity any certificate gets: a hundred years. Far beyond it, dates overflow (year 9999).
+MAX_VALIDITY_HOURS = 100 * 8760
 DEFAULT_CLIENT_ROLES = ("os:admin",)
 # Roles a talosconfig user may be given (pkg/machinery/role): each is one O of the client certificate. os:impersonator
 # is left out on purpose: apid trusts any role its holder claims in the call metadata.
@@ -655,6 +657,9 @@ def _check_hours(validity_hours, what, usual_hours):
     if isinstance(validity_hours, bool) or not isinstance(validity_hours, int) or validity_hours <= 0:
         raise PKIError("the validity of the %s must be a positive whole number of hours, not %r: e.g. %d as Talos uses"
                        % (what, validity_hours, usual_hours))
+    if validity_hours > MAX_VALIDITY_HOURS:
+        raise PKIError("the validity of the %s is %d hours, more than the %d hours (100 years) this collection issues for: give "
+                       "fewer hours, e.g. %d as Talos uses" % (what, validity_hours, MAX_VALIDITY_HOURS, usual_hours))
     return datetime.timedelta(hours=validity_hours)
 
 

@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import shutil
+import stat
 import tempfile
 from typing import NamedTuple
 
@@ -35,6 +36,13 @@ PREVIOUS_CA_CERT = "previous-ca.crt"
 STATE_FILE = "rotation.json"
 AUDIT_LOG = "audit.jsonl"
 FORMAT_VERSION = 1
+
+# What a rotation folder (rotate_ca_dir) holds: the lock, one rotation per CA kind, archived rotations, and the staging
+# folders of a rotation being written. A folder holding anything else is not one of this collection's.
+LOCK_FILE = "rotation.lock"
+ROTATION_KINDS = ("talos", "kubernetes")
+ARCHIVED_SUFFIX = ".archived-"
+STAGING_SUFFIX = ".staging-"
 
 
 class Rotation:
@@ -126,6 +134,40 @@ def load(path, kind=None):
     return rotation
 
 
+def is_rotation_folder_entry(name):
+    """Whether `name`, an entry of a rotation folder, is one the collection writes there."""
+    if name == LOCK_FILE or name in ROTATION_KINDS:
+        return True
+    return any(name.startswith(kind + ARCHIVED_SUFFIX) or name.startswith(".%s%s" % (kind, STAGING_SUFFIX)) for kind in ROTATION_KINDS)
+
+
+def check_rotation_folder(path):
+    """Refuse, before anything is written, a rotation folder (rotate_ca_dir) the collection must not use.
+
+    A folder is used when it is new (made 0700 with its missing parents), empty, or already a rotation
+    folder of this collection: it holds only entries the collection writes there (rotation.lock, talos/,
+    kubernetes/, their archives). An existing folder is never re-moded, so one that other users may write
+    to (e.g. mode 1777, as /tmp) is refused: they could plant the talos/ folder or a link in its place.
+    """
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path):
+        raise RotationStateError("%s exists and is not a directory: point the rotation directory elsewhere or move that file away." % path)
+    foreign = sorted(name for name in os.listdir(path) if not is_rotation_folder_entry(name))
+    if foreign:
+        named = ", ".join(foreign[:5]) + (" and %d more" % (len(foreign) - 5) if len(foreign) > 5 else "")
+        raise RotationStateError(
+            "%s holds files that are not a rotation's (%s): it is not a rotation folder of this collection, and a rotation "
+            "keeps CA keys there. Set rotate_ca_dir to a new or empty folder (default ~/.talos/rotation); nothing was "
+            "changed." % (path, named))
+    facts = os.stat(path)
+    if facts.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or facts.st_uid != os.geteuid():
+        raise RotationStateError(
+            "%s (mode %04o, owner uid %d) can be written by other users: a rotation keeps CA keys there, and the collection "
+            "never changes the mode of a folder it did not create. Set rotate_ca_dir to a new folder (it is created 0700), "
+            "or make this one yours and private (chmod 0700); nothing was changed." % (path, stat.S_IMODE(facts.st_mode), facts.st_uid))
+
+
 def create(path, kind, previous_ca_crt, new_ca):
     """Persist a new rotation atomically: key and certificates land together, 0600, before anyone uses them."""
     if load(path) is not None:
@@ -139,7 +181,7 @@ def create(path, kind, previous_ca_crt, new_ca):
         "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    staging = tempfile.mkdtemp(prefix=".%s.staging-" % os.path.basename(path), dir=parent)
+    staging = tempfile.mkdtemp(prefix=".%s%s" % (os.path.basename(path), STAGING_SUFFIX), dir=parent)
     try:
         os.chmod(staging, _files.PRIVATE_DIR_MODE)
         _files.atomic_write(os.path.join(staging, CA_KEY), new_ca.key)
@@ -161,7 +203,7 @@ def create(path, kind, previous_ca_crt, new_ca):
 def archive(path):
     """Move a finished rotation aside (<path>.archived-<UTC time>) so a new one can start."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = "%s.archived-%s" % (path.rstrip(os.sep), stamp)
+    target = "%s%s%s" % (path.rstrip(os.sep), ARCHIVED_SUFFIX, stamp)
     os.rename(path, target)
     return target
 

@@ -50,7 +50,10 @@ options:
     choices: [ed25519, ecdsa-p256, rsa-2048, rsa-3072, rsa-4096]
   validity_hours:
     description:
-      - Validity of the new CA in hours.
+      - Validity of the new CA in hours, at most 876000 (100 years). It must be at least the lifetime of the client
+        certificates the CA signs - O(talosconfig.validity_hours) (default 8760, one year) for O(kind=talos), 8760 (the
+        admin kubeconfig Talos issues) for O(kind=kubernetes) - so that no client certificate outlives its CA. Below a year
+        the task warns, since the cluster then needs another rotation within the year.
     type: int
     default: 87600
   previous_ca:

@@ -48,8 +48,11 @@ def start_playbook(cluster, rotation_dir, *extra_args, output, **options):
 
 def playbook_command(cluster, rotation_dir, *extra_args, kill_after=None, extra_vars=None, inventory=None):
     """(command, environment) of an ansible-playbook run of the rotation playbook."""
+    # KUBECONFIG: a run without rotate_ca_kubeconfig writes beside the rotation directory, never to the ~/.kube/config of
+    # whoever runs the tests (whose entries, left by another test's cluster, would clash with this cluster's names).
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
-               ANSIBLE_LOCAL_TEMP=os.path.join(rotation_dir + ".ansible-tmp"), PYTHONUNBUFFERED="1")
+               ANSIBLE_LOCAL_TEMP=os.path.join(rotation_dir + ".ansible-tmp"), PYTHONUNBUFFERED="1",
+               KUBECONFIG=rotation_dir + ".kubeconfig")
     if kill_after:
         env.update(ANSIBLE_CALLBACK_PLUGINS=os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins"),
                    ANSIBLE_CALLBACKS_ENABLED="kill_switch", TALOSOPS_KILL_AFTER=kill_after)

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from talos_sim import SimCluster, pki
+from talos_reference import reference_path  # pylint: disable=import-error
 from talos_sim.testing import admin_credentials, call
 
 VERSION = "/machine.MachineService/Version"
@@ -50,7 +51,7 @@ def test_secrets_bundle_has_the_gen_secrets_shape(module_sim_cluster):
     assert mode(cluster.secrets_path) == 0o600
     with open(cluster.secrets_path, encoding="utf-8") as handle:
         ours = yaml.safe_load(handle)
-    with open("/work/shared/talos-reference/secrets.yaml", encoding="utf-8") as handle:
+    with open(reference_path("secrets.yaml"), encoding="utf-8") as handle:
         real = yaml.safe_load(handle)
 
     def shape(value):

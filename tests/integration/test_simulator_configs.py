@@ -1,6 +1,5 @@
 """Generated machine configs have the real shapes per Talos version (TALOS-FACTS §6)."""
 
-import os
 
 import pytest
 import yaml
@@ -8,11 +7,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from talos_sim import machineconfig, pki
+from talos_reference import reference_path  # pylint: disable=import-error
 from talos_sim.testing import accept_kubernetes_ca, admin_credentials, apply_request, call, edit_config, load_documents
 
 APPLY = "/machine.MachineService/ApplyConfiguration"
 VERSION = "/machine.MachineService/Version"
-REFERENCE = "/work/shared/talos-reference"
 KIND = machineconfig.KUBE_CA_KIND
 
 
@@ -33,7 +32,7 @@ def apply(cluster, node, data, **kwargs):
 
 
 def reference(version, machine_type):
-    with open(os.path.join(REFERENCE, "machineconfig-%s" % version, "base-%s.yaml" % machine_type), "rb") as handle:
+    with open(reference_path("machineconfig-%s" % version, "base-%s.yaml" % machine_type), "rb") as handle:
         return handle.read()
 
 
@@ -73,7 +72,7 @@ def test_v1_15_layout_writes_pem_as_literal_blocks(make_sim_cluster):
     assert "    key: |\n        -----BEGIN EC PRIVATE KEY-----\n" in controlplane
     assert "kind: %s\nacceptedCAs:\n    - |\n      -----BEGIN CERTIFICATE-----\n" % KIND in worker
     assert "ca" not in v1alpha1(cluster.workers[0].config_bytes())["cluster"]
-    with open(os.path.join(REFERENCE, "machineconfig-v1.15", "base-worker.yaml"), encoding="utf-8") as handle:
+    with open(reference_path("machineconfig-v1.15", "base-worker.yaml"), encoding="utf-8") as handle:
         assert "acceptedCAs:\n    - |\n      -----BEGIN CERTIFICATE-----\n" in handle.read()
 
 

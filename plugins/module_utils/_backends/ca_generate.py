@@ -47,11 +47,14 @@ ARGUMENT_SPEC = _files.with_encryption({
 
 # A client certificate closer than this to expiry is reissued on the next run.
 CLIENT_RENEW_BEFORE = datetime.timedelta(days=30)
+# What Talos issues from the Kubernetes CA for `talosctl kubeconfig`: an admin client certificate valid a year.
+KUBECONFIG_CLIENT_VALIDITY_HOURS = 8760
+# A CA that lives less than a year means another rotation within the year: allowed (when its clients live shorter), warned.
+WARN_BELOW_HOURS = 8760
 
 
 def run(params, check_mode=False, diff=False):
-    if params["validity_hours"] < 1:
-        raise ConfigError("validity_hours must be a positive number of hours (Talos uses 87600, ten years).")
+    warnings = check_validity(params)
     rotation = _rotation_store.load(params["path"], kind=params["kind"])
     result = {"changed": False, "throwaway": False, "archived": None}
     if rotation is not None and params["start_new"]:
@@ -77,10 +80,42 @@ def run(params, check_mode=False, diff=False):
         result["changed"] |= result["secrets_file"]["changed"]
         if result["secrets_file"]["changed"] and not check_mode:
             rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
+    if warnings:
+        result["warnings"] = warnings
     if params["return_key"]:
         # The caller asked for the key: the whole result is hidden from output and logs.
         result.update(ca_key=ca.key.decode(), _ansible_no_log=True)
     return result
+
+
+def client_validity_hours(params):
+    """How long the client certificates the new CA signs live: the talosconfig's (talos), Talos' admin kubeconfig's (kubernetes)."""
+    if params["kind"] == "kubernetes":
+        return KUBECONFIG_CLIENT_VALIDITY_HOURS
+    return (params.get("talosconfig") or {}).get("validity_hours") or _pki.CLIENT_VALIDITY_HOURS
+
+
+def check_validity(params):
+    """Refuse a CA lifetime that is not a positive number of hours, shorter than the client certificates it signs, or beyond
+    the dates certificates can carry, before anything is written; warnings for a CA that lives less than a year."""
+    hours, clients = params["validity_hours"], client_validity_hours(params)
+    bounds = ("give validity_hours between %d (the client certificates' lifetime) and %d (100 years); Talos uses %d (ten years)"
+              % (clients, _pki.MAX_VALIDITY_HOURS, _pki.CA_VALIDITY_HOURS))
+    if hours < 1:
+        raise ConfigError("validity_hours of the new %s CA is %d: validity_hours must be a positive number of hours: %s." % (
+            params["kind"], hours, bounds))
+    if hours < clients:
+        raise ConfigError("validity_hours of the new %s CA is %d, shorter than the %d hours of the client certificates it signs "
+                          "(%s): they would outlive their CA and stop working with it, and the cluster would need another "
+                          "rotation before then: %s." % (params["kind"], hours, clients, "the admin kubeconfig Talos issues"
+                                                         if params["kind"] == "kubernetes" else "the admin talosconfig", bounds))
+    if hours > _pki.MAX_VALIDITY_HOURS:
+        raise ConfigError("validity_hours of the new %s CA is %d, beyond the %d hours (100 years) a certificate's dates are "
+                          "given for: %s." % (params["kind"], hours, _pki.MAX_VALIDITY_HOURS, bounds))
+    if hours < WARN_BELOW_HOURS:
+        return ["the new %s CA is valid for %d hours, less than a year: the cluster needs another CA rotation before it expires "
+                "(Talos uses %d hours, ten years)." % (params["kind"], hours, _pki.CA_VALIDITY_HOURS)]
+    return []
 
 
 def _keep_previous_talosconfig(options, check_mode):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
@@ -54,6 +54,7 @@ def run(params, check_mode=False, diff=False):
         Kubeconfig.load(os.path.expanduser(params["kubeconfig"]))
     bundle = SecretsBundle.load(params["secrets_file"]) if params["secrets_file"] else None
     user_target = Target(params)
+    _check_writable(params, user_target)
     _check_endpoints(user_target)
     _check_client_usage(user_target)
     target = _choose_credentials(params, user_target)
@@ -73,6 +74,16 @@ def run(params, check_mode=False, diff=False):
     if problems:
         result.update(failed=True, msg="preflight refused the rotation before any change: " + " ".join(problems))
     return result
+
+
+def _check_writable(params, user_target):
+    """The files the rotation rewrites at its end (through links), checked now: a refusal then comes after every node changed."""
+    files = [(params["secrets_file"], "secrets bundle"), (params["kubeconfig"] and os.path.expanduser(params["kubeconfig"]), "kubeconfig")]
+    if "talos" in params["rotation_dirs"]:
+        files.append((user_target.talosconfig_path, "talosconfig"))
+    problems = [problem for problem in (_files.write_problem(path, what) for path, what in files if path) if problem]
+    if problems:
+        raise ConfigError("files the rotation updates at its end cannot be written, so nothing was changed: %s" % " ".join(problems))
 
 
 def _check_endpoints(target):
@@ -299,10 +310,11 @@ def _shared_addresses(cluster, params, endpoints):
 
 def _members_left_out(members, params):
     """Every cluster member must be rotated: one left out would be locked out when the old CA is removed."""
-    listed = set(params["controlplanes"]) | set(params["workers"])
+    # Compared in canonical form: fd00:0::2 in the inventory is the member address fd00::2.
+    listed = {normal_address(address) for address in list(params["controlplanes"]) + list(params["workers"])}
     left_out = ["%s (%s, %s)" % (member_name(member), ", ".join(member.get("addresses") or ()) or "no address",
                                  member.get("machine_type") or "unknown type")
-                for member in members if not listed & set(member.get("addresses") or ())]
+                for member in members if not listed & {normal_address(address) for address in member.get("addresses") or ()}]
     if not left_out:
         return []
     return ["the cluster has members the inventory does not list: %s. A rotation must cover every node, or those left out "

@@ -149,7 +149,8 @@ def _refuse_foreign_entry(existing, wanted, path):
     foreign = ["%s %s" % (label, name) for label, section, name, ours in checks if name in existing.names(section) and not ours(name)]
     if foreign:
         raise ConfigError("%s already has %s belonging to another cluster (another server and CA): they are not replaced. Give "
-                          "`name` to write this cluster's entries under another name, or write to another file." % (
+                          "`name` (rotate_ca_kubeconfig_context_name) to write this cluster's entries under another name, or "
+                          "write to another file (path, rotate_ca_kubeconfig)." % (
                               path, " and ".join(foreign)))
 
 

@@ -17,6 +17,7 @@ import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
+from ansible_collections.talosops.pki.plugins.module_utils._inventory import normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
 
 ARGUMENT_SPEC = {
@@ -111,7 +112,8 @@ def _done(ok, detail, started, nodes):
 
 
 def _matches(expected, node):
-    return expected == node.name or expected in node.addresses
+    """Whether inventory entry `expected` (a name or an address, IPv6 in any spelling) is this Kubernetes Node."""
+    return expected == node.name or normal_address(expected) in {normal_address(address) for address in node.addresses}
 
 
 def _unlisted(nodes, expected):

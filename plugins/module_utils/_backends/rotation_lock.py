@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, TalosPKIError
 
 ARGUMENT_SPEC = {
@@ -35,7 +35,7 @@ ARGUMENT_SPEC = {
     "wait": {"type": "float", "default": 10.0},
 }
 
-LOCK_FILE = "rotation.lock"
+LOCK_FILE = _rotation_store.LOCK_FILE
 POLL_INTERVAL = 0.1
 
 # Run by the holder process, with the locked file as an inherited descriptor: once the process
@@ -78,6 +78,8 @@ def run(params, check_mode=False, diff=False):
         raise TalosPKIError("wait is %s: give the seconds to wait for a lock whose run is ending (0 or more)." % params["wait"])
     folder = os.path.abspath(params["path"])
     path = os.path.join(folder, LOCK_FILE)
+    # Only a new, empty or rotation folder is used, and an existing one keeps its mode.
+    _rotation_store.check_rotation_folder(folder)
     me = _owner_facts(owner_pid())
     if check_mode:
         return _test(path, me)

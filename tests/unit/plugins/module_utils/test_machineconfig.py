@@ -2,7 +2,6 @@
 
 import base64
 import datetime
-import os
 import re
 
 import pytest
@@ -21,8 +20,8 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
     MachineConfig,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-REFERENCE_DIR = os.path.join(REPO_ROOT, "..", "shared", "talos-reference")
+from talos_reference import reference_path  # pylint: disable=import-error
+
 REFERENCE_CONFIGS = [
     "machineconfig-v1.7/base-controlplane.yaml", "machineconfig-v1.7/base-worker.yaml",
     "machineconfig-v1.13/base-controlplane.yaml", "machineconfig-v1.13/base-worker.yaml",
@@ -334,9 +333,7 @@ def check_rotation_edits(original, pki, machine_type):
 
 @pytest.mark.parametrize("relative", REFERENCE_CONFIGS)
 def test_reference_configs_round_trip(relative, pki):
-    path = os.path.join(REFERENCE_DIR, relative)
-    if not os.path.isdir(REFERENCE_DIR):
-        pytest.skip("shared Talos reference files are not present")
+    path = reference_path(relative)
     with open(path, "rb") as handle:
         original = handle.read()
     machine_type = "worker" if "worker" in relative else "controlplane"
@@ -352,9 +349,7 @@ def test_reference_configs_round_trip(relative, pki):
 
 @pytest.mark.parametrize("relative", REFERENCE_CONFIGS)
 def test_reference_configs_read(relative):
-    path = os.path.join(REFERENCE_DIR, relative)
-    if not os.path.isdir(REFERENCE_DIR):
-        pytest.skip("shared Talos reference files are not present")
+    path = reference_path(relative)
     with open(path, "rb") as handle:
         config = MachineConfig.parse(handle.read(), path)
     talos = config.get_ca(KIND_TALOS)
@@ -763,7 +758,5 @@ def test_virtual_ips_are_read_from_both_places_talos_declares_them(network, docu
 
 @pytest.mark.parametrize("relative", REFERENCE_CONFIGS)
 def test_reference_configs_declare_no_virtual_ip(relative):
-    if not os.path.isdir(REFERENCE_DIR):
-        pytest.skip("shared Talos reference files are not present")
-    with open(os.path.join(REFERENCE_DIR, relative), "rb") as handle:
+    with open(reference_path(relative), "rb") as handle:
         assert MachineConfig.parse(handle.read()).virtual_ips == ()

@@ -4,7 +4,6 @@ import base64
 import datetime
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import (
     UnsupportedKeyError,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-REFERENCE_DIR = os.path.join(REPO_ROOT, "..", "shared", "talos-reference")
-requires_reference = pytest.mark.skipif(not os.path.isdir(REFERENCE_DIR), reason="Talos reference files not present")
+from talos_reference import reference_path  # pylint: disable=import-error
+
 
 UTC = datetime.timezone.utc
 HOUR = datetime.timedelta(hours=1)
@@ -637,7 +635,7 @@ def test_bad_input_raises_specific_error_with_remedy(make_ca, make_client, case)
 # --- real files written by Talos -------------------------------------------------------------
 
 def _reference(*parts):
-    return os.path.join(REFERENCE_DIR, *parts)
+    return reference_path(*parts)
 
 
 def _bundle_entries(bundle):
@@ -645,7 +643,6 @@ def _bundle_entries(bundle):
         return yaml.safe_load(handle)["certs"]
 
 
-@requires_reference
 @pytest.mark.parametrize("entry", ["os", "k8s", "etcd", "k8saggregator", "k8sserviceaccount"])
 @pytest.mark.parametrize("bundle", ["secrets.yaml", "secrets-stability.yaml"])
 def test_reference_secrets_bundle(bundle, entry):
@@ -692,7 +689,6 @@ MACHINE_CONFIG_CAS = [
 ] + [("machineconfig-v1.15/base-controlplane.yaml", "machine"), ("machineconfig-v1.15/base-worker.yaml", "machine")]
 
 
-@requires_reference
 @pytest.mark.parametrize(("config", "section"), MACHINE_CONFIG_CAS)
 def test_reference_machine_config_ca(config, section):
     values = _v1alpha1_document(_reference(config))[section]["ca"]
@@ -713,7 +709,6 @@ def test_reference_machine_config_ca(config, section):
         assert pki.same_certificate(crt_pem, base64.b64decode(_bundle_entries("secrets-stability.yaml")[entry]["crt"]))
 
 
-@requires_reference
 def test_reference_v1_15_raw_pem_ca_documents():
     stability = _bundle_entries("secrets-stability.yaml")
     with open(_reference("machineconfig-v1.15/base-controlplane.yaml"), encoding="utf-8") as handle:

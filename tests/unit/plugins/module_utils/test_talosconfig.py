@@ -24,8 +24,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import (
     find_talosconfig,
 )
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-REFERENCE_DIR = os.path.join(REPO_ROOT, "..", "shared", "talos-reference")
+from talos_reference import reference_path  # pylint: disable=import-error
 
 
 # --- key material in Talos's shapes ----------------------------------------------------------------
@@ -440,9 +439,7 @@ def test_secrets_bundle_save_without_backup_or_previous_file(pki, tmp_path):
 
 @pytest.mark.parametrize("name", ["secrets.yaml", "secrets-stability.yaml"])
 def test_reference_secrets_round_trip(name, pki):
-    if not os.path.isdir(REFERENCE_DIR):
-        pytest.skip("shared Talos reference files are not present")
-    with open(os.path.join(REFERENCE_DIR, name), "rb") as handle:
+    with open(reference_path(name), "rb") as handle:
         original = handle.read()
     bundle = SecretsBundle.parse(original, name)
     assert bundle.cluster_id
