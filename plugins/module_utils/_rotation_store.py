@@ -26,6 +26,7 @@ import tempfile
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._redact import redact_fields
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -68,11 +69,12 @@ class Rotation:
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 
     def record(self, event, **fields):
-        """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys).
+        """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys);
+        text in them is redacted all the same (an error a node sent may quote its config).
 
         One line per write on a file opened O_APPEND: lines from concurrent forks do not interleave.
         """
-        entry = dict(fields, time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
+        entry = dict(redact_fields(fields), time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
                      kind=self.kind)
         try:
             _files.append_line(self.file(AUDIT_LOG), json.dumps(entry, sort_keys=True).encode())
