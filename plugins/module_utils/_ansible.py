@@ -12,7 +12,6 @@ per host (what makes a 100-node rotation fast).
 
 from __future__ import annotations
 
-import errno
 import importlib
 import traceback
 
@@ -74,17 +73,10 @@ def _task(backend, params):
 
 def os_error_message(error, task):
     """What an OSError no backend wrapped means for the user: the path, the reason, what to do."""
-    where = " %s" % error.filename if error.filename else ""
-    reason = error.strerror or type(error).__name__
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        remedy = "free space on that file system (or point the rotation directory elsewhere) and run the playbook again"
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        remedy = "make it writable by the user running Ansible (or choose another location) and run the playbook again"
-    else:
-        remedy = "fix the cause and run the playbook again"
-    return ("%s could not use%s: %s. Files the collection writes are replaced whole or not at all, so what is there is "
-            "the previous or the new content, never a mix; %s: the rotation resumes from the state of the nodes and the "
-            "rotation directory." % (task, where or " a file", reason, remedy))
+    where = " %s" % error.filename if error.filename else " a file or connection"
+    return ("%s could not use%s: %s. Files the collection writes are replaced whole or not at all, and audit log lines are "
+            "appended whole or not at all; %s: the rotation resumes from the state of the nodes and the rotation directory."
+            % (task, where, error.strerror or type(error).__name__, _files.remedy(error)))
 
 
 def unexpected_error_message(error, task):

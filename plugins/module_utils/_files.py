@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -122,9 +124,12 @@ def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_path)
+        if isinstance(exc, OSError):  # ENOSPC or EDQUOT while writing, EIO on fsync...: the target is as it was
+            raise ConfigError("cannot write %s: %s. It was not changed (it keeps its previous content, or still does not "
+                              "exist): %s." % (path, exc.strerror or exc, remedy(exc))) from exc
         raise
     with contextlib.suppress(OSError):
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -167,11 +172,31 @@ def append_line(path, line):
     """
     if _SEALING.covers(path):
         line = json.dumps({"vault": _SEALING.seal(line).decode("ascii")}).encode()
+    data = line + b"\n"
     handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
-        os.write(handle, line + b"\n")
+        # Locked, so that a line cut short by a full disk can be taken back without touching another writer's line.
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        size = os.fstat(handle).st_size
+        try:
+            if os.write(handle, data) != len(data):
+                raise OSError(errno.ENOSPC, "No space left on device (the line was cut short)", path)
+            os.fsync(handle)  # the entry of a node that was patched outlives a crash of the controller
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle, size)  # every line stays whole JSON: the partial one goes
+            raise
     finally:
-        os.close(handle)
+        os.close(handle)  # releases the lock
+
+
+def remedy(error):
+    """What to do about an OSError on a file the collection writes."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on that file system (or point the rotation directory elsewhere) and run the playbook again"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make it writable by the user running Ansible (or choose another location) and run the playbook again"
+    return "fix the cause and run the playbook again"
 
 
 @contextlib.contextmanager

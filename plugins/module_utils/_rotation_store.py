@@ -79,8 +79,8 @@ class Rotation:
         try:
             _files.append_line(self.file(AUDIT_LOG), json.dumps(entry, sort_keys=True).encode())
         except OSError as exc:
-            raise TalosPKIError("cannot append to the audit log %s: %s. The rotation directory must stay writable." % (
-                self.file(AUDIT_LOG), exc.strerror)) from exc
+            raise TalosPKIError("cannot append to the audit log %s: %s. The log is as it was before this entry; the rotation "
+                                "directory must stay writable: %s." % (self.file(AUDIT_LOG), exc.strerror or exc, _files.remedy(exc))) from exc
 
     def facts(self):
         """Paths and public facts for task output: never key material."""

@@ -12,7 +12,7 @@ from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, 
 from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
@@ -43,10 +43,17 @@ def run(params, check_mode=False, diff=False):
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
     if result["changed"] and not check_mode:
-        rotation.record("node_patched", node=result["node"], phase=result["phase"], progress_before=result["progress_before"],
-                        progress_after=result["progress_after"], issuing_ca_fingerprint=result["issuing_ca_fingerprint"],
-                        accepted_ca_fingerprints=result["accepted_ca_fingerprints"], apply_mode=result["apply_mode"],
-                        seconds=round(result["finished"] - result["started"], 3))
+        # The entry is written before the task reports success; if it cannot be, the task fails saying what did change.
+        try:
+            rotation.record("node_patched", node=result["node"], phase=result["phase"], progress_before=result["progress_before"],
+                            progress_after=result["progress_after"], issuing_ca_fingerprint=result["issuing_ca_fingerprint"],
+                            accepted_ca_fingerprints=result["accepted_ca_fingerprints"], apply_mode=result["apply_mode"],
+                            seconds=round(result["finished"] - result["started"], 3))
+        except TalosPKIError as error:
+            raise RotationStateError(
+                "%s WAS patched (%s phase of the %s CA rotation: %s -> %s), but its audit entry could not be written: %s "
+                "Running the playbook again resumes the rotation; this node counts as done." % (
+                    result["node"], result["phase"], params["ca"], result["progress_before"], result["progress_after"], error)) from error
     return result
 
 
