@@ -199,12 +199,41 @@ def remedy(error):
     return "fix the cause and run the playbook again"
 
 
+def load_cert_chain(context, crt, key):
+    """Load a client certificate (PEM bytes) and its key into an ssl.SSLContext without putting the key on a disk.
+
+    ssl.SSLContext.load_cert_chain only reads files. Where the system has anonymous memory files (memfd, Linux), they
+    are those files, named through /proc/self/fd: nothing reaches a file system, and a process killed at any moment
+    (Ctrl-C, SIGTERM, SIGKILL from Ansible stopping its workers) leaves nothing behind. Elsewhere the files go through a
+    0700 temporary folder that is removed right after loading, before any connection is made. Raises ssl.SSLError when
+    the pair cannot be loaded.
+    """
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        descriptors = []
+        try:
+            for name, data in (("client.crt", crt), ("client.key", key)):
+                descriptors.append(os.memfd_create("talosops-pki-" + name, getattr(os, "MFD_CLOEXEC", 0)))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptors[-1], view):]
+            context.load_cert_chain(*["/proc/self/fd/%d" % descriptor for descriptor in descriptors])
+        finally:
+            for descriptor in descriptors:
+                os.close(descriptor)
+        return
+    with private_tempdir() as folder:
+        paths = []
+        for name, data in (("client.crt", crt), ("client.key", key)):
+            paths.append(os.path.join(folder, name))
+            handle = os.open(paths[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+        context.load_cert_chain(*paths)
+
+
 @contextlib.contextmanager
 def private_tempdir():
-    """A 0700 temporary directory removed on exit, for key files that must touch disk briefly.
-
-    ssl.SSLContext.load_cert_chain only reads files: keys go here and are gone right after.
-    """
+    """A 0700 temporary directory removed on exit, for key files that must touch disk briefly (see load_cert_chain)."""
     path = tempfile.mkdtemp(prefix="talosops-pki-")
     try:
         os.chmod(path, PRIVATE_DIR_MODE)
