@@ -6,7 +6,7 @@ import difflib
 import pytest
 from talos_sim import machineconfig as sim_config
 
-from ansible_collections.talosops.pki.plugins.module_utils import _pki
+from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact, redact_fields
 
 
@@ -148,3 +148,11 @@ def test_fields_are_redacted_deeply_and_other_values_kept():
     fields = {"node": "10.5.0.2", "error": ["token: abc.defghijklmnop"], "seconds": 1.5, "nested": {"msg": "secret: xyz"}}
     assert redact_fields(fields) == {"node": "10.5.0.2", "error": ["token: <redacted>"], "seconds": 1.5,
                                      "nested": {"msg": "secret: <redacted>"}}
+
+
+def test_audit_entries_are_redacted(tmp_path, secrets):
+    rotation = _rotation_store.create(str(tmp_path / "talos"), "talos", _pki.generate_ca("talos").crt, _pki.generate_ca("talos"))
+    rotation.record("node_failed", node="10.5.0.2", error="apply refused:\n    token: %s\n" % secrets.trustd_token)
+    with open(rotation.file(_rotation_store.AUDIT_LOG), encoding="utf-8") as handle:
+        text = handle.read()
+    assert "node_failed" in text and "10.5.0.2" in text and secrets.trustd_token.split(".")[1] not in text
