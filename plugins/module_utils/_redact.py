@@ -116,4 +116,3 @@ def _redact_entries(text):
             continue
         lines[number] = line[:match.start("value")] + REDACTED
     return "\n".join(lines)
-

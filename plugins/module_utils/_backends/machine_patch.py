@@ -28,6 +28,7 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "remove_stray_cas": {"type": "bool", "default": False},
 }))
 
+
 def run(params, check_mode=False, diff=False):
     if params["wait_kubelet"] and params["ca"] != "kubernetes":
         raise ConfigError("wait_kubelet needs ca=kubernetes: only a Kubernetes CA change restarts the kubelet; a Talos API CA "
@@ -154,4 +155,3 @@ def _describe_fields(issuing_crt, issuing_key, accepted):
     if described["issuing_ca"] is not None:
         described["issuing_ca"]["key"] = REDACTED if issuing_key else None
     return described
-

@@ -34,4 +34,3 @@ def test_kubelet_timeout_must_be_positive():
 ])
 def test_bundle_is_accepted_then_issuing(before, after, restarts):
     assert (machine_patch._bundle(_rotation.NodeCAs(*before)) != machine_patch._bundle(_rotation.NodeCAs(*after))) == restarts
-
