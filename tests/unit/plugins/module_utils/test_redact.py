@@ -2,8 +2,10 @@
 kubeconfig is masked in what the collection shows - node dry-run diffs, errors, audit entries - and nothing else is."""
 
 import difflib
+import os
 
 import pytest
+import yaml as pyyaml
 from talos_sim import machineconfig as sim_config
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation_store
@@ -156,3 +158,46 @@ def test_audit_entries_are_redacted(tmp_path, secrets):
     with open(rotation.file(_rotation_store.AUDIT_LOG), encoding="utf-8") as handle:
         text = handle.read()
     assert "node_failed" in text and "10.5.0.2" in text and secrets.trustd_token.split(".")[1] not in text
+
+
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "..", "shared", "talos-reference")
+REFERENCE_FILES = ["machineconfig-v1.7/base-controlplane.yaml", "machineconfig-v1.13/base-controlplane.yaml",
+                   "machineconfig-v1.15/base-controlplane.yaml", "machineconfig-v1.15/base-worker.yaml",
+                   "machineconfig-commented/controlplane.yaml", "secrets.yaml", "secrets-stability.yaml"]
+SECRET_NAMES = {"token", "secret", "clustersecret", "secretboxencryptionsecret", "aescbcencryptionsecret", "bootstraptoken",
+                "key", "privatekey"}
+
+
+def reference_secrets(document):
+    """Every secret value in a parsed Talos file, as strings that must not survive: values whole, PEM and base64 values
+    by their lines or first 60 characters."""
+    found = set()
+    if isinstance(document, dict):
+        for name, value in document.items():
+            if str(name).lower() in SECRET_NAMES and isinstance(value, str) and value:
+                lines = [line for line in value.splitlines() if line and not line.startswith("-----")]
+                found.update(line[:60] for line in lines if len(line) >= 12)  # not a sample such as `key: value`
+            else:
+                found |= reference_secrets(value)
+    elif isinstance(document, list):
+        for value in document:
+            found |= reference_secrets(value)
+    return found
+
+
+@pytest.mark.parametrize("name", REFERENCE_FILES)
+def test_no_secret_of_a_real_talos_file_survives(name):
+    path = os.path.join(REFERENCE_DIR, name)
+    if not os.path.exists(path):
+        pytest.fail("%s is missing: these Talos-generated files (../shared/talos-reference) are what proves the redaction "
+                    "on real configs" % path)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    secrets = set()
+    for document in pyyaml.safe_load_all(text):
+        secrets |= reference_secrets(document)
+    assert len(secrets) >= 3, "no secrets found: the check would prove nothing"
+    changed = text.replace("\n", "\n# changed\n", 1)
+    for shown in (text, whole_diff(text, changed)):
+        masked = redact(shown)
+        assert not sorted(secret for secret in secrets if secret in masked)
