@@ -25,7 +25,7 @@ import shutil
 import tempfile
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki
-from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._redact import redact_fields
 
 CA_CERT = "ca.crt"
@@ -149,9 +149,11 @@ def create(path, kind, previous_ca_crt, new_ca):
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
         os.rename(staging, path)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: atomic_write's, e.g. a disk that filled after mkstemp
         shutil.rmtree(staging, ignore_errors=True)
-        raise TalosPKIError("cannot write the rotation directory %s: %s. Choose a writable location." % (path, exc.strerror)) from exc
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc).rstrip(".")
+        raise TalosPKIError("cannot write the rotation directory %s: %s. Nothing was created, so no node can have seen the new CA: "
+                            "choose a writable location with free space and run again." % (path, reason)) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

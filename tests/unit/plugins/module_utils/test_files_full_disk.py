@@ -79,3 +79,14 @@ def test_a_node_patched_whose_audit_entry_cannot_be_written_is_reported_as_patch
     message = str(refused.value)
     assert message.startswith("10.5.0.3 WAS patched (accept phase of the talos CA rotation: pending -> accepted)")
     assert "/r/talos/audit.jsonl: No space left on device" in message and "resumes" in message
+
+
+def test_a_disk_that_fills_while_a_rotation_is_created_leaves_nothing_and_says_so(tmp_path, monkeypatch):
+    old, new = _pki.generate_ca("talos"), _pki.generate_ca("talos")
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(TalosPKIError) as refused:
+        store.create(str(tmp_path / "talos"), "talos", old.crt, new)
+    message = str(refused.value)
+    assert message.startswith("cannot write the rotation directory %s: cannot write " % (tmp_path / "talos"))
+    assert "No space left on device" in message and "Nothing was created, so no node can have seen the new CA" in message
+    assert os.listdir(tmp_path) == []
