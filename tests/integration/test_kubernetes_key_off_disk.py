@@ -14,6 +14,7 @@ from collection_root import collections_root
 
 from _playbook import private_key_needles
 
+from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 
 # Opens the admin kubeconfig's identity against SERVER and makes one call that the server never answers.
@@ -25,6 +26,18 @@ CALLER = textwrap.dedent("""
     with KubeAPI(credentials, server=sys.argv[2], request_timeout=600) as api:
         print(api.nodes())
 """)
+
+
+def accept_while_running(listener, caller, seconds=120):
+    """The caller's connection, or a failure that shows why the caller never made it."""
+    for _attempt in range(int(seconds / listener.gettimeout())):
+        try:
+            return listener.accept()[0]
+        except socket.timeout:
+            if caller.poll() is not None:
+                pytest.fail("the caller ended (%s) before connecting: %s" % (caller.returncode, caller.stderr.read().decode()[-2000:]))
+    pytest.fail("the caller did not connect within %d s" % seconds)
+    return None
 
 
 def files_under(folder):
@@ -52,13 +65,13 @@ def test_a_stopped_slow_kubernetes_call_leaves_no_key_in_tmpdir(make_sim_cluster
     with socket.socket() as slow:
         slow.bind(("127.0.0.1", 0))
         slow.listen(1)
-        slow.settimeout(120)
+        slow.settimeout(0.5)
         env = dict(os.environ, TMPDIR=str(temp), PYTHONPATH=collections_root())
         caller = subprocess.Popen([sys.executable, "-c", CALLER, str(cluster.kubeconfig_path),  # pylint: disable=consider-using-with
                                    "https://127.0.0.1:%d" % slow.getsockname()[1]], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         try:
-            connection, _peer = slow.accept()  # the call is in flight: the client holds its credentials now
+            connection = accept_while_running(slow, caller)  # the call is in flight: the client holds its credentials now
             with connection:
                 during = files_under(temp)
                 caller.send_signal(stop)
@@ -73,3 +86,17 @@ def test_a_stopped_slow_kubernetes_call_leaves_no_key_in_tmpdir(make_sim_cluster
     after = files_under(temp)
     assert not holding_key(after, needles), "the client key was left in $TMPDIR by a stopped call: %s" % after
     assert not after, "files left in $TMPDIR by a stopped call: %s" % after
+
+
+@pytest.mark.parametrize("server_name,kind", [(None, _kubernetes.OK), ("kubernetes.default.svc", _kubernetes.OK),
+                                              ("not-the-apiserver.example", _kubernetes.TLS_ERROR)])
+def test_the_in_memory_tls_context_still_verifies_the_server_and_its_name(make_module_sim_cluster, server_name, kind):
+    # The pool built around the in-memory context must verify exactly as the client's own would: the server's certificate
+    # against the kubeconfig's CA, and its name (the address, or tls-server-name when the kubeconfig gives one).
+    cluster = make_module_sim_cluster(controlplanes=1, workers=0)
+    credentials = Kubeconfig.load(cluster.kubeconfig_path).credentials()._replace(tls_server_name=server_name)
+    with _kubernetes.KubeAPI(credentials) as api:
+        outcome = api.nodes()
+    assert outcome.kind == kind, outcome.detail
+    if kind == _kubernetes.OK:
+        assert [node.name for node in outcome.value] == [cluster.controlplanes[0].name]
