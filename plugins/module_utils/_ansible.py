@@ -19,6 +19,7 @@ from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files
 from ansible_collections.talosops.pki.plugins.module_utils._errors import TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._redact import redact
 
 # (name to tell the user, module to import)
 REQUIRED_LIBRARIES = (
@@ -53,9 +54,39 @@ def execute(backend, params, check_mode, diff, sealing=None):
         with _files.sealing(sealing or _files.Sealing()):
             result = backend.run(params, check_mode=check_mode, diff=diff)
     except TalosPKIError as error:
-        return {"failed": True, "msg": str(error)}
+        return {"failed": True, "msg": redact(str(error))}
+    except OSError as error:  # a file or socket the backend did not wrap: still say which, and what to do
+        return {"failed": True, "msg": redact(os_error_message(error, _task(backend, params)))}
+    except Exception as error:  # pylint: disable=broad-except  # a bug or an input nothing checks yet: never a bare "Task failed"
+        return {"failed": True, "msg": redact(unexpected_error_message(error, _task(backend, params))),
+                "exception": redact(traceback.format_exc())}
     result.setdefault("changed", False)
     return result
+
+
+def _task(backend, params):
+    """'talos_machine_patch (node 10.5.0.2)': the module, and the node when the task has one."""
+    name = "talos_" + backend.__name__.rsplit(".", 1)[-1]
+    node = params.get("node")
+    return "%s (node %s)" % (name, node) if node else name
+
+
+def os_error_message(error, task):
+    """What an OSError no backend wrapped means for the user: the path, the reason, what to do."""
+    where = " %s" % error.filename if error.filename else " a file or connection"
+    return ("%s could not use%s: %s. Files the collection writes are replaced whole or not at all, and audit log lines are "
+            "appended whole or not at all; %s: the rotation resumes from the state of the nodes and the rotation directory."
+            % (task, where, error.strerror or type(error).__name__, _files.remedy(error)))
+
+
+def unexpected_error_message(error, task):
+    """An exception the collection did not expect: its kind and (redacted) text, and a safe way on."""
+    text = str(error) or "no detail"
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return ("%s failed unexpectedly (%s: %s). The collection cannot tell whether this task changed anything: run the "
+            "playbook with --check to see the state of every node before running it again, and report this with the "
+            "output of -vvv (its traceback has secrets masked)." % (task, type(error).__name__, text))
 
 
 def run_module(backend, module_class):

@@ -63,7 +63,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import (
     TalosAPIError,
     UnsupportedVersionError,
 )
-from ansible_collections.talosops.pki.plugins.module_utils._files import PRIVATE_FILE_MODE, private_tempdir
+from ansible_collections.talosops.pki.plugins.module_utils._files import load_cert_chain
 from ansible_collections.talosops.pki.plugins.module_utils._talos_api_pb import (
     HAS_PROTOBUF,
     METHODS,
@@ -547,7 +547,7 @@ class TalosClient:
     # --- TLS ---------------------------------------------------------------------------------
 
     def _context(self):
-        """The client SSL context, built once: server verified against our CA bundle, our cert loaded via a 0700 temp dir."""
+        """The client SSL context, built once: server verified against our CA bundle, our cert loaded from memory."""
         if self._ssl_context is not None:
             return self._ssl_context
         self._roles = self._check_client_certificate()
@@ -565,17 +565,14 @@ class TalosClient:
             raise NotPEMError("the talosconfig's ca cannot be read as PEM certificates (%s): check the talosconfig." %
                               (getattr(exc, "reason", None) or exc.__class__.__name__)) from None
         key = _TALOS_KEY_LABEL.sub(rb"-----\1 PRIVATE KEY-----", self.credentials.key)
-        with private_tempdir() as folder:
-            crt_path = _write_private(os.path.join(folder, "client.crt"), self.credentials.crt)
-            key_path = _write_private(os.path.join(folder, "client.key"), key)
-            try:
-                context.load_cert_chain(crt_path, key_path)
-            except ssl.SSLError as exc:
-                if exc.reason == "KEY_VALUES_MISMATCH":
-                    raise KeyMismatchError("the talosconfig's key does not belong to its crt: take both from the same "
-                                           "talosconfig context.") from None
-                raise NotPEMError("the talosconfig's crt/key cannot be loaded (%s): expected PEM certificate and "
-                                  "private key." % (exc.reason or exc.__class__.__name__)) from None
+        try:
+            load_cert_chain(context, self.credentials.crt, key)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise KeyMismatchError("the talosconfig's key does not belong to its crt: take both from the same "
+                                       "talosconfig context.") from None
+            raise NotPEMError("the talosconfig's crt/key cannot be loaded (%s): expected PEM certificate and "
+                              "private key." % (exc.reason or exc.__class__.__name__)) from None
         self._ssl_context = context
         return context
 
@@ -766,13 +763,6 @@ def _root_secrets(spec):
     if spec.HasField("issuing_ca") and spec.issuing_ca.crt:
         issuing = {"crt": spec.issuing_ca.crt, "key": spec.issuing_ca.key}
     return {"issuing_ca": issuing, "accepted_cas": [accepted.crt for accepted in spec.accepted_c_as]}
-
-
-def _write_private(path, data):
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    return path
 
 
 def _os_error_text(exc):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -161,9 +163,12 @@ def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_path)
+        if isinstance(exc, OSError):  # ENOSPC or EDQUOT while writing, EIO on fsync...: the target is as it was
+            raise ConfigError("cannot write %s: %s. It was not changed (it keeps its previous content, or still does not "
+                              "exist): %s." % (path, exc.strerror or exc, remedy(exc))) from exc
         raise
     with contextlib.suppress(OSError):
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -238,19 +243,68 @@ def append_line(path, line):
     """
     if _SEALING.covers(path):
         line = json.dumps({"vault": _SEALING.seal(line).decode("ascii")}).encode()
+    data = line + b"\n"
     handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
-        os.write(handle, line + b"\n")
+        # Locked, so that a line cut short by a full disk can be taken back without touching another writer's line.
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        size = os.fstat(handle).st_size
+        try:
+            if os.write(handle, data) != len(data):
+                raise OSError(errno.ENOSPC, "No space left on device (the line was cut short)", path)
+            os.fsync(handle)  # the entry of a node that was patched outlives a crash of the controller
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(handle, size)  # every line stays whole JSON: the partial one goes
+            raise
     finally:
-        os.close(handle)
+        os.close(handle)  # releases the lock
+
+
+def remedy(error):
+    """What to do about an OSError on a file the collection writes."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on that file system (or point the rotation directory elsewhere) and run the playbook again"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make it writable by the user running Ansible (or choose another location) and run the playbook again"
+    return "fix the cause and run the playbook again"
+
+
+def load_cert_chain(context, crt, key):
+    """Load a client certificate (PEM bytes) and its key into an ssl.SSLContext without putting the key on a disk.
+
+    ssl.SSLContext.load_cert_chain only reads files. Where the system has anonymous memory files (memfd, Linux), they
+    are those files, named through /proc/self/fd: nothing reaches a file system, and a process killed at any moment
+    (Ctrl-C, SIGTERM, SIGKILL from Ansible stopping its workers) leaves nothing behind. Elsewhere the files go through a
+    0700 temporary folder that is removed right after loading, before any connection is made. Raises ssl.SSLError when
+    the pair cannot be loaded.
+    """
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        descriptors = []
+        try:
+            for name, data in (("client.crt", crt), ("client.key", key)):
+                descriptors.append(os.memfd_create("talosops-pki-" + name, getattr(os, "MFD_CLOEXEC", 0)))
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptors[-1], view):]
+            context.load_cert_chain(*["/proc/self/fd/%d" % descriptor for descriptor in descriptors])
+        finally:
+            for descriptor in descriptors:
+                os.close(descriptor)
+        return
+    with private_tempdir() as folder:
+        paths = []
+        for name, data in (("client.crt", crt), ("client.key", key)):
+            paths.append(os.path.join(folder, name))
+            handle = os.open(paths[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+        context.load_cert_chain(*paths)
 
 
 @contextlib.contextmanager
 def private_tempdir():
-    """A 0700 temporary directory removed on exit, for key files that must touch disk briefly.
-
-    ssl.SSLContext.load_cert_chain only reads files: keys go here and are gone right after.
-    """
+    """A 0700 temporary directory removed on exit, for key files that must touch disk briefly (see load_cert_chain)."""
     path = tempfile.mkdtemp(prefix="talosops-pki-")
     try:
         os.chmod(path, PRIVATE_DIR_MODE)

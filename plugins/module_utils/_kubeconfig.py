@@ -102,6 +102,9 @@ class Kubeconfig:
             mark = getattr(exc, "problem_mark", None)
             where = " at line %d" % (mark.line + 1) if mark is not None else ""
             raise ConfigError("%s is not valid YAML%s: fix the file or fetch the kubeconfig again." % (source, where)) from None
+        except RecursionError:
+            raise ConfigError("%s nests YAML collections deeper than Python can read: it is not a kubeconfig. Check the path, "
+                              "or fetch the kubeconfig again." % source) from None
         if document is None:
             document = {}
         return cls(document, source, base_dir)

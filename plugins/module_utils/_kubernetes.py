@@ -5,14 +5,15 @@
 """The Kubernetes API through the official `kubernetes` Python client, with client-certificate credentials.
 
 TLS verification always stays on: the server is checked against the kubeconfig's CA data or
-a given CA bundle. The client certificate and key reach the client (urllib3 reads files) through
-a 0700 temporary folder that exists only while a KubeAPI is open; kubernetes.config's own loader
-is not used because it leaves such files in /tmp until the process ends.
+a given CA bundle. The client certificate and key never reach a file: they are loaded into an
+SSL context from memory (_files.load_cert_chain), which the client's connection pool uses; the
+client's own file options (and kubernetes.config's loader, which leaves key files in /tmp until
+the process ends) are not used, so a task stopped in the middle of a slow call leaves nothing.
 """
 
 from __future__ import annotations
 
-import os
+import ssl
 import traceback
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -89,36 +90,40 @@ class KubeAPI:
         if not self._server_ca:
             raise ConfigError("no CA to verify the API server %s with: the kubeconfig has no certificate-authority-data and no "
                               "server CA was given. TLS verification stays on; give the CA." % self.server)
-        self._folder = None
         self._api = None
 
     def __enter__(self):
-        self._folder = _files.private_tempdir()
-        path = self._folder.__enter__()
         try:
-            configuration = kubernetes.client.Configuration()
-            configuration.host = self.server
-            configuration.verify_ssl = True
-            configuration.ssl_ca_cert = _write(path, "ca.crt", self._server_ca)
-            configuration.cert_file = _write(path, "client.crt", self._credentials.crt)
-            configuration.key_file = _write(path, "client.key", self._credentials.key)
-            if self._credentials.tls_server_name:
-                configuration.tls_server_name = self._credentials.tls_server_name
-            # One try per call: the callers retry on their own schedule and must see each failure as it is.
-            configuration.retries = False
-            self._api = kubernetes.client.ApiClient(configuration)
-        except BaseException:
-            self._folder.__exit__(None, None, None)
-            raise
+            context = ssl.create_default_context(cadata=self._server_ca.decode("ascii"))  # only this CA, hostname checked
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+        except (ssl.SSLError, ValueError) as exc:  # ValueError: not ASCII, or no certificate in it
+            raise ConfigError("the CA to verify the API server %s with is not PEM certificate data (%s): give the kubeconfig's "
+                              "certificate-authority-data or a server CA bundle in PEM." % (self.server, _ssl_reason(exc))) from None
+        try:
+            _files.load_cert_chain(context, self._credentials.crt, self._credentials.key)
+        except ssl.SSLError as exc:
+            raise ConfigError("the kubeconfig's client certificate and key cannot be used together (%s): take both from the "
+                              "same kubeconfig user." % _ssl_reason(exc)) from None
+        configuration = kubernetes.client.Configuration()
+        configuration.host = self.server
+        configuration.verify_ssl = True
+        if self._credentials.tls_server_name:
+            configuration.tls_server_name = self._credentials.tls_server_name
+        # One try per call: the callers retry on their own schedule and must see each failure as it is.
+        configuration.retries = False
+        self._api = kubernetes.client.ApiClient(configuration)
+        # The client builds its pool from file paths; this one carries the context that holds the key in memory.
+        pool = {"server_hostname": self._credentials.tls_server_name} if self._credentials.tls_server_name else {}
+        self._api.rest_client.pool_manager.clear()
+        self._api.rest_client.pool_manager = urllib3.PoolManager(
+            maxsize=configuration.connection_pool_maxsize, cert_reqs=ssl.CERT_REQUIRED, ssl_context=context, retries=False, **pool)
         return self
 
     def __exit__(self, *exc_info):
-        try:
-            if self._api is not None:
-                self._api.close()
-        finally:
-            self._api = None
-            self._folder.__exit__(*exc_info)
+        if self._api is not None:
+            self._api.close()
+        self._api = None
 
     def _timeout(self):
         return (self.request_timeout, self.request_timeout)
@@ -157,12 +162,8 @@ class KubeAPI:
             return _transport_outcome(exc, self.server)
 
 
-def _write(folder, name, data):
-    path = os.path.join(folder, name)
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _files.PRIVATE_FILE_MODE)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    return path
+def _ssl_reason(exc):
+    return getattr(exc, "reason", None) or str(exc) or exc.__class__.__name__
 
 
 def _node_status(node):

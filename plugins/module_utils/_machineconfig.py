@@ -261,6 +261,10 @@ class YAMLText:
             where = " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark is not None else ""
             problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or type(exc).__name__
             raise ConfigError("%s is not valid YAML%s: %s. Fix the file (or fetch it again from the node)." % (self.source, where, problem)) from None
+        except RecursionError:
+            # Nothing the collection reads nests more than a few levels: this is not the file it should be.
+            raise ConfigError("%s nests YAML collections deeper than Python can read: it is not a machine config, talosconfig or "
+                              "secrets bundle. Check the path, or fetch the file again." % self.source) from None
         self.text = text
         self.documents = documents
         self._infer_layout()

@@ -29,6 +29,7 @@ from typing import NamedTuple
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
+from ansible_collections.talosops.pki.plugins.module_utils._redact import redact_fields
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -78,17 +79,18 @@ class Rotation:
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 
     def record(self, event, **fields):
-        """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys).
+        """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys);
+        text in them is redacted all the same (an error a node sent may quote its config).
 
         One line per write on a file opened O_APPEND: lines from concurrent forks do not interleave.
         """
-        entry = dict(fields, time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
+        entry = dict(redact_fields(fields), time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
                      kind=self.kind)
         try:
             _files.append_line(self.file(AUDIT_LOG), json.dumps(entry, sort_keys=True).encode())
         except OSError as exc:
-            raise TalosPKIError("cannot append to the audit log %s: %s. The rotation directory must stay writable." % (
-                self.file(AUDIT_LOG), exc.strerror)) from exc
+            raise TalosPKIError("cannot append to the audit log %s: %s. The log is as it was before this entry; the rotation "
+                                "directory must stay writable: %s." % (self.file(AUDIT_LOG), exc.strerror or exc, _files.remedy(exc))) from exc
 
     def facts(self):
         """Paths and public facts for task output: never key material."""
@@ -191,9 +193,11 @@ def create(path, kind, previous_ca_crt, new_ca):
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
         os.rename(staging, path)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # ConfigError: atomic_write's, e.g. a disk that filled after mkstemp
         shutil.rmtree(staging, ignore_errors=True)
-        raise TalosPKIError("cannot write the rotation directory %s: %s. Choose a writable location." % (path, exc.strerror)) from exc
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc).rstrip(".")
+        raise TalosPKIError("cannot write the rotation directory %s: %s. Nothing was created, so no node can have seen the new CA: "
+                            "choose a writable location with free space and run again." % (path, reason)) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

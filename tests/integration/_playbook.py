@@ -98,6 +98,20 @@ def cluster_private_keys(cluster):
     return keys
 
 
+def cluster_secret_values(cluster):
+    """The secrets of a simulated cluster that are not keys: trustd and bootstrap tokens, cluster secret, encryption secret.
+
+    They sit in every node's machine config (machine.token, cluster.token, cluster.secret or the DiscoveryIdentityConfig's
+    clusterSecret, cluster.secretboxEncryptionSecret), next to the CA fields a rotation changes.
+    """
+    with open(cluster.secrets_path, encoding="utf-8") as handle:
+        bundle = yaml.safe_load(handle)
+    values = {bundle["cluster"]["secret"], bundle["secrets"]["bootstraptoken"], bundle["trustdinfo"]["token"],
+              bundle["secrets"]["secretboxencryptionsecret"]}
+    # A token is "<id>.<secret>": its secret half alone must not leak either.
+    return values | {value.split(".", 1)[1] for value in values if "." in value}
+
+
 def private_key_needles(*pems):
     """Ways a private key could leak into text: its PEM body lines, its PEM in base64, and the PEM base64 lines."""
     needles = set()

@@ -16,7 +16,7 @@ from ansible.parsing.vault import VaultLib, VaultSecret
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from _playbook import lock_released, pem_to_der, private_key_needles
+from _playbook import cluster_secret_values, lock_released, pem_to_der, private_key_needles
 from _runner import artifact_texts, kill_switch_envvars, read, run_job
 
 from ansible_collections.talosops.pki.plugins.module_utils import _client, _files
@@ -117,15 +117,16 @@ def private_keys(cluster, rotation_dir, *talosconfigs):
     return keys
 
 
-def assert_no_private_key_in_artifacts(jobs, keys):
-    needles = private_key_needles(*keys)
+def assert_no_private_key_in_artifacts(jobs, keys, secrets=()):
+    """No private key, and none of `secrets` (a cluster's tokens and secrets), in any artifact of the jobs."""
+    needles = private_key_needles(*keys) | set(secrets)
     assert len(keys) >= 4 and len(needles) > 20, "too few needles for the search to mean anything"
     searched = 0
     for job in jobs:
         for path, text in artifact_texts(job.private_data_dir).items():
             searched += 1
             leaked = sorted(needle for needle in needles if needle in text)
-            assert not leaked, "private key material in %s: %s" % (os.path.relpath(path, job.private_data_dir), leaked[:3])
+            assert not leaked, "private key material or cluster secrets in %s" % os.path.relpath(path, job.private_data_dir)
     assert searched >= 4 * len(jobs), "the jobs left almost no artifacts"
 
 
@@ -160,7 +161,9 @@ def test_awx_check_job_changes_nothing_then_rotation_job_updates_injected_talosc
 
     keys = private_keys(cluster, rotation_dir, check.talosconfig_path, rotation.talosconfig_path)
     assert old_key in keys and TalosConfig.load(rotation.talosconfig_path).get_context().key in keys
-    assert_no_private_key_in_artifacts([check, rotation], keys)
+    # The check job's events hold each node's dry-run diff, whose context lines quote tokens and cluster secrets.
+    assert "Config diff" in "".join(artifact_texts(check.private_data_dir).values())
+    assert_no_private_key_in_artifacts([check, rotation], keys, cluster_secret_values(cluster))
 
 
 def test_awx_job_killed_after_accept_is_finished_by_a_fresh_job_with_the_same_encrypted_ca(cluster, tmp_path):

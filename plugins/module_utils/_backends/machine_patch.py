@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
@@ -27,14 +27,6 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "kubelet_timeout": {"type": "float", "default": 300.0},
     "remove_stray_cas": {"type": "bool", "default": False},
 }))
-
-REDACTED = "<redacted>"
-# Key material a node may echo in a dry-run diff: `key: <base64>` values and raw PEM private keys.
-_KEY_VALUE = re.compile(r"(\bkey:\s*)(?!\"\"|''|$)\S+", re.MULTILINE)
-_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL)
-_PEM_BODY_LINE = re.compile(r"^([+\- ]?\s*)[A-Za-z0-9+/=]{40,}$", re.MULTILINE)
-# The last, shorter line of a PEM body, right before its END marker (a diff hunk may cut the BEGIN line off).
-_PEM_LAST_BODY_LINE = re.compile(r"^([+\- ]?\s*)[A-Za-z0-9+/=]+$(?=\n[+\- ]?\s*-----END [A-Z0-9 ]*PRIVATE KEY-----)", re.MULTILINE)
 
 
 def run(params, check_mode=False, diff=False):
@@ -52,10 +44,17 @@ def run(params, check_mode=False, diff=False):
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
     if result["changed"] and not check_mode:
-        rotation.record("node_patched", node=result["node"], phase=result["phase"], progress_before=result["progress_before"],
-                        progress_after=result["progress_after"], issuing_ca_fingerprint=result["issuing_ca_fingerprint"],
-                        accepted_ca_fingerprints=result["accepted_ca_fingerprints"], apply_mode=result["apply_mode"],
-                        seconds=round(result["finished"] - result["started"], 3))
+        # The entry is written before the task reports success; if it cannot be, the task fails saying what did change.
+        try:
+            rotation.record("node_patched", node=result["node"], phase=result["phase"], progress_before=result["progress_before"],
+                            progress_after=result["progress_after"], issuing_ca_fingerprint=result["issuing_ca_fingerprint"],
+                            accepted_ca_fingerprints=result["accepted_ca_fingerprints"], apply_mode=result["apply_mode"],
+                            seconds=round(result["finished"] - result["started"], 3))
+        except TalosPKIError as error:
+            raise RotationStateError(
+                "%s WAS patched (%s phase of the %s CA rotation: %s -> %s), but its audit entry could not be written: %s "
+                "Running the playbook again resumes the rotation; this node counts as done." % (
+                    result["node"], result["phase"], params["ca"], result["progress_before"], result["progress_after"], error)) from error
     return result
 
 
@@ -102,9 +101,10 @@ async def _patch(params, target, rotation, check_mode, diff):
                 result["kubelet"] = await kubelet.wait_restart()
         else:
             applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode)
-    result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
+    # What a node says may quote its config: tokens, cluster secrets and keys are masked before anyone sees it.
+    result.update(changed=True, apply_mode=applied.get("mode"), warnings=[redact(text) for text in applied.get("warnings") or []])
     if check_mode:
-        result["dry_run_summary"] = redact_key_material(applied.get("mode_details", ""))
+        result["dry_run_summary"] = redact(applied.get("mode_details", ""))
     if diff:
         result["diff"] = {"before": _describe_fields(current.issuing_crt, current.issuing_key, current.accepted),
                           "after": _describe_fields(*desired),
@@ -155,13 +155,3 @@ def _describe_fields(issuing_crt, issuing_key, accepted):
     if described["issuing_ca"] is not None:
         described["issuing_ca"]["key"] = REDACTED if issuing_key else None
     return described
-
-
-def redact_key_material(text):
-    """Mask private keys in text that came from a node (a dry-run diff may include them)."""
-    text = _PEM_PRIVATE_KEY.sub(REDACTED, text)
-    text = _KEY_VALUE.sub(lambda match: match.group(1) + REDACTED, text)
-    # A raw-PEM key block split across diff lines (v1.14+ documents hold raw PEM), or cut by the hunk's edge: its
-    # base64 body lines are masked too, the short last one included.
-    text = _PEM_LAST_BODY_LINE.sub(lambda match: match.group(1) + REDACTED, text)
-    return _PEM_BODY_LINE.sub(lambda match: match.group(1) + REDACTED, text)

@@ -13,6 +13,7 @@ from ansible_collections.talosops.pki.plugins.module_utils import _pki
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, PermissionDeniedError, TalosAPIError
+from ansible_collections.talosops.pki.plugins.module_utils._redact import redact
 
 ARGUMENT_SPEC = with_auth({
     "nodes": {"type": "list", "elements": "str", "required": True},
@@ -88,9 +89,9 @@ async def _verify_node(node, params, target, shared, limit):
             except ClientNotTrustedError as error:
                 if params["expect"] == "refused":
                     return {"ok": True, "refused": type(error).__name__, "seconds": round(time.monotonic() - started, 3)}
-                last_error = str(error)
-            except TalosAPIError as error:
-                last_error = "%s: %s" % (type(error).__name__, error)
+                last_error = redact(str(error))
+            except TalosAPIError as error:  # its text may quote what the node said: masked like every error
+                last_error = redact("%s: %s" % (type(error).__name__, error))
             except _NotYet:
                 pass
             finally:

@@ -169,20 +169,27 @@ def test_tls12_only_server_works(pki):
     assert run(scenario())["tag"] == "v1.9.0"
 
 
-def test_key_file_lives_only_in_a_private_temp_dir_removed_after_connecting(pki, tmp_path, monkeypatch):
+@pytest.mark.parametrize("memfd", [True, False], ids=["memory-file", "no-memfd-fallback"])
+def test_the_key_is_loaded_from_memory_or_a_private_temp_dir_removed_before_connecting(pki, tmp_path, monkeypatch, memfd):
     temp_root = tmp_path / "tmp"
     temp_root.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp_root))
     monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    if not memfd:
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    elif not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd_create on this system: the fallback case covers it")
     seen = []
     original = ssl.SSLContext.load_cert_chain
 
     def recording_load_cert_chain(context, certfile, keyfile=None, password=None):
-        folder = os.path.dirname(certfile)
-        if os.path.basename(folder).startswith("talosops-pki-"):
+        folder = os.path.dirname(keyfile)
+        in_memory, in_temp_dir = keyfile.startswith("/proc/self/fd/"), os.path.basename(folder).startswith("talosops-pki-")
+        if in_memory or in_temp_dir:  # the client's load, not the test server's
             with open(keyfile, "rb") as handle:
                 label = handle.readline()
-            seen.append((stat.S_IMODE(os.stat(folder).st_mode), stat.S_IMODE(os.stat(keyfile).st_mode), label))
+            modes = (stat.S_IMODE(os.stat(folder).st_mode), stat.S_IMODE(os.stat(keyfile).st_mode)) if in_temp_dir else None
+            seen.append((in_memory, in_temp_dir, modes, label))
         return original(context, certfile, keyfile, password)
 
     monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", recording_load_cert_chain)
@@ -192,11 +199,14 @@ def test_key_file_lives_only_in_a_private_temp_dir_removed_after_connecting(pki,
     async def scenario():
         async with serve(fake, pki) as server, client_for(server, pki.credentials) as client:
             await client.version()
-            return list(temp_root.glob("talosops-pki-*"))
+            return list(temp_root.iterdir())
 
     assert run(scenario()) == []
     # Talos' "ED25519 PRIVATE KEY" label was rewritten to the PKCS#8 label OpenSSL reads.
-    assert seen == [(0o700, 0o600, b"-----BEGIN PRIVATE KEY-----\n")]
+    if memfd:  # an anonymous memory file: nothing on any file system, nothing left by a killed process
+        assert seen == [(True, False, None, b"-----BEGIN PRIVATE KEY-----\n")]
+    else:
+        assert seen == [(False, True, (0o700, 0o600), b"-----BEGIN PRIVATE KEY-----\n")]
 
 
 def test_close_makes_the_next_call_handshake_again(pki):

@@ -1,8 +1,8 @@
-"""talos_machine_patch's backend: what it refuses before contacting a node, and what it masks in a node's dry-run diff."""
+"""talos_machine_patch's backend: what it refuses before contacting a node (masking is _redact's, see test_redact.py)."""
 
 import pytest
 
-from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation
+from ansible_collections.talosops.pki.plugins.module_utils import _rotation
 from ansible_collections.talosops.pki.plugins.module_utils._auth import AUTH_ARGUMENT_SPEC
 from ansible_collections.talosops.pki.plugins.module_utils._backends import machine_patch
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
@@ -34,32 +34,3 @@ def test_kubelet_timeout_must_be_positive():
 ])
 def test_bundle_is_accepted_then_issuing(before, after, restarts):
     assert (machine_patch._bundle(_rotation.NodeCAs(*before)) != machine_patch._bundle(_rotation.NodeCAs(*after))) == restarts
-
-
-@pytest.fixture(name="key_pem", scope="module")
-def fixture_key_pem():
-    return _pki.generate_ca("kubernetes").key.decode()
-
-
-def test_whole_key_blocks_and_key_values_are_masked(key_pem):
-    text = "cluster:\n    ca:\n        crt: QUJD\n        key: TFMwdExTMUNSVWRKVGlCRlF5QlFVa2xXUVZSRklFdEZXUzB0TFMwdA==\n" + key_pem
-    masked = machine_patch.redact_key_material(text)
-    assert "key: <redacted>" in masked and "crt: QUJD" in masked
-    assert "PRIVATE KEY" not in masked
-
-
-def test_a_raw_pem_key_cut_by_a_diff_hunk_is_masked_to_its_last_line(key_pem):
-    # A v1.14+ KubeAPIServerCAConfig holds the key as raw PEM; a hunk may start inside it.
-    body = key_pem.strip().splitlines()[1:]
-    hunk = "@@ -84,6 +84,19 @@\n" + "".join("         %s\n" % line for line in body[1:]) + "+acceptedCAs:\n+    - |\n"
-    masked = machine_patch.redact_key_material(hunk)
-    for line in body[1:-1]:
-        assert line not in masked
-    assert "-----END EC PRIVATE KEY-----" in masked and "+acceptedCAs:" in masked
-    assert masked.count("<redacted>") == len(body) - 2
-
-
-def test_short_last_key_line_alone_before_the_end_marker(key_pem):
-    last = key_pem.strip().splitlines()[-2]
-    masked = machine_patch.redact_key_material(" %s\n -----END EC PRIVATE KEY-----\n kind: KubeAPIServerCAConfig\n" % last)
-    assert last not in masked and "kind: KubeAPIServerCAConfig" in masked
