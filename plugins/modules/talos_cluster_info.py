@@ -24,6 +24,9 @@ description:
   - Refuses a shared virtual IP that a control plane's configuration declares (C(vip.ip) of an interface or VLAN, or a
     C(Layer2VIPConfig) / C(HCloudVIPConfig) document) when it is given as a node or as an endpoint - it reaches whichever
     control plane holds it (siderolabs/talos#10357) - and one cluster member listed under two of its addresses.
+  - Refuses an inventory that mixes two clusters' nodes, naming them - nodes the endpoint cannot reach over mutual TLS
+    that are not members of its cluster (or do not trust its Talos API CA), and nodes whose configs declare different
+    cluster ids.
   - Warns about stray accepted CAs (see RV(stray_cas)); they are not an error.
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
@@ -95,6 +98,11 @@ options:
         warning about them says.
     type: bool
     default: false
+  node_names:
+    description:
+      - Inventory names by node address, so that a refusal names each node as the inventory does, with its address.
+    type: dict
+    default: {}
 author:
   - talosops.pki contributors (@talosops)
 """

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import (ClientNotTrustedError, ConfigError, NotFoundError, TalosAPIError,
+                                                                          TalosPKIError)
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
@@ -31,12 +33,15 @@ ARGUMENT_SPEC = with_auth({
     "secrets_file": {"type": "path"},
     "kubeconfig": {"type": "path"},
     "remove_stray_cas": {"type": "bool", "default": False},
+    "node_names": {"type": "dict", "default": {}},
 })
 
 KINDS = ("talos", "kubernetes")
 KUBELET_POLL_INTERVAL = 0.5
 MINIMUM_VERSION = (1, 7)
 NODES_NAMED = 5  # in a warning, before "and N more"
+# What the endpoint's apid answers when it cannot reach a node over mutual TLS because the two do not trust each other.
+_TRUST_FAILURES = ("unknown authority", "bad certificate", "unknown ca", "failed to verify certificate")
 
 
 def run(params, check_mode=False, diff=False):
@@ -123,8 +128,18 @@ async def _gather(params, target, nodes):
 
         async def one(node):
             async with limit:
-                return node, await _read_node(client, node, certificates)
+                try:
+                    return node, await _read_node(client, node, certificates)
+                except TalosAPIError as error:
+                    return node, error
         per_node = dict(await asyncio.gather(*(one(node) for node in nodes)))
+        failed = {node: facts for node, facts in per_node.items() if isinstance(facts, TalosAPIError)}
+        if failed:
+            members = await client.members()
+            readable = [node for node in params["workers"] if node not in failed]
+            if readable:
+                members = merge_members(members, await client.members(node=readable[0]))
+            raise _unreadable(failed, members, params, target.endpoints)
         if params["kubelet_health"]:
             deadline = asyncio.get_running_loop().time() + params["kubelet_deadline"]
 
@@ -165,11 +180,20 @@ async def _kubernetes_root(client):
         return None
 
 
+async def read_node(client, node):
+    """(Version reply, parsed active machine config) of one node, through the client's endpoint: what every report on
+    the nodes (this preflight, talos_cert_info) starts from."""
+    version = await client.version(node=node)
+    return version, MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+
+
 async def _read_node(client, node, certificates):
     """The node's facts; the accepted CA certificates' public facts go into `certificates`, by fingerprint."""
-    version = await client.version(node=node)
-    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-    facts = {"hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
+    version, config = await read_node(client, node)
+    cluster_id, cluster_name = config.cluster_identity
+    # The cluster id is shown only as a digest: together with the cluster secret it admits a node to discovery.
+    facts = {"cluster_id": hashlib.sha256(cluster_id.encode()).hexdigest()[:16] if cluster_id else None, "cluster_name": cluster_name,
+             "hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
              "kubernetes_ca_location": config.kubernetes_ca_location, "virtual_ips": list(config.virtual_ips)}
     for kind in KINDS:
         fields = config.get_ca(kind)
@@ -221,7 +245,55 @@ def _check(cluster, params, rotations):
                                 "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
     problems.extend(_missing_progress(params, nodes, rotations))
     problems.extend(_members_left_out(cluster["members"], params))
+    problems.extend(_mixed_clusters(nodes, params))
     return problems
+
+
+def node_label(node, params):
+    """`name (address)` when the inventory name is known, else the address."""
+    name = params.get("node_names", {}).get(node)
+    return "%s (%s)" % (name, node) if name and name != node else node
+
+
+_ONE_CLUSTER_PER_RUN = ("A rotation covers exactly one cluster: give each cluster its own inventory (or its own "
+                        "controlplane/worker groups, with rotate_ca_hosts, rotate_ca_controlplane_group and "
+                        "rotate_ca_worker_group), its own talosconfig and its own rotate_ca_dir, and run one job per cluster "
+                        "(docs/fleet.md).")
+
+
+def _unreadable(failed, members, params, endpoints):
+    """Nodes the endpoint could not read: another cluster's nodes (not members, or no mutual trust) get one refusal naming
+    them all; otherwise the first node's own error, as before."""
+    known = {normal_address(address) for member in members for address in member.get("addresses") or ()}
+    foreign = sorted(node for node, error in failed.items()
+                     if (known and normal_address(node) not in known) or any(text in str(error) for text in _TRUST_FAILURES))
+    if not foreign:
+        node = sorted(failed)[0]
+        raise failed[node]
+    listed = list(params["controlplanes"]) + list(params["workers"])
+    ours = [node for node in listed if node not in failed]
+    return TalosPKIError(
+        "preflight refused the rotation before any change: the inventory mixes nodes of different clusters. %s %s not "
+        "member%s of the cluster behind endpoint %s (the cluster of %s), or %s not trust its Talos API CA: the endpoint cannot reach %s over "
+        "mutual TLS. %s" % (
+            ", ".join(node_label(node, params) for node in foreign), "is" if len(foreign) == 1 else "are",
+            "" if len(foreign) == 1 else "s", ", ".join(endpoints),
+            "with %s" % _some([node_label(node, params) for node in ours]) if ours else "none of the inventory's nodes",
+            "does" if len(foreign) == 1 else "do", "it" if len(foreign) == 1 else "them", _ONE_CLUSTER_PER_RUN))
+
+
+def _mixed_clusters(nodes, params):
+    """Nodes the endpoint can read may still declare different clusters (cluster.id / DiscoveryIdentityConfig)."""
+    by_cluster = {}
+    for node, facts in nodes.items():
+        if facts.get("cluster_id"):
+            by_cluster.setdefault((facts["cluster_id"], facts.get("cluster_name") or "unnamed"), []).append(node)
+    if len(by_cluster) < 2:
+        return []
+    return ["the inventory mixes nodes of %d different clusters (by cluster id in their machine configs): %s. %s" % (
+        len(by_cluster), "; ".join("cluster %s (id digest %s): %s" % (name, cluster_id, _some([node_label(node, params) for node in members]))
+                                   for (cluster_id, name), members in sorted(by_cluster.items(), key=lambda item: item[1][0])),
+        _ONE_CLUSTER_PER_RUN)]
 
 
 def _stray_cas(cluster, kinds, rotations, certificates):
