@@ -272,14 +272,14 @@ def _unreadable(failed, members, params, endpoints):
         raise failed[node]
     listed = list(params["controlplanes"]) + list(params["workers"])
     ours = [node for node in listed if node not in failed]
+    many = len(foreign) > 1
     return TalosPKIError(
-        "preflight refused the rotation before any change: the inventory mixes nodes of different clusters. %s %s not "
-        "member%s of the cluster behind endpoint %s (the cluster of %s), or %s not trust its Talos API CA: the endpoint cannot reach %s over "
+        "preflight refused the rotation before any change: the inventory mixes nodes of different clusters. %s %s of the "
+        "cluster behind endpoint %s (the cluster of %s), or %s not trust its Talos API CA: the endpoint cannot reach %s over "
         "mutual TLS. %s" % (
-            ", ".join(node_label(node, params) for node in foreign), "is" if len(foreign) == 1 else "are",
-            "" if len(foreign) == 1 else "s", ", ".join(endpoints),
-            "with %s" % _some([node_label(node, params) for node in ours]) if ours else "none of the inventory's nodes",
-            "does" if len(foreign) == 1 else "do", "it" if len(foreign) == 1 else "them", _ONE_CLUSTER_PER_RUN))
+            ", ".join(node_label(node, params) for node in foreign), "are not members" if many else "is not a member",
+            ", ".join(endpoints), _some([node_label(node, params) for node in ours]) if ours else "none of the inventory's nodes",
+            "do" if many else "does", "them" if many else "it", _ONE_CLUSTER_PER_RUN))
 
 
 def _mixed_clusters(nodes, params):
@@ -287,13 +287,15 @@ def _mixed_clusters(nodes, params):
     by_cluster = {}
     for node, facts in nodes.items():
         if facts.get("cluster_id"):
-            by_cluster.setdefault((facts["cluster_id"], facts.get("cluster_name") or "unnamed"), []).append(node)
+            by_cluster.setdefault(facts["cluster_id"], []).append(node)
     if len(by_cluster) < 2:
         return []
+    described = []
+    for cluster_id, members in sorted(by_cluster.items(), key=lambda item: item[1][0]):
+        name = next((nodes[node]["cluster_name"] for node in members if nodes[node].get("cluster_name")), "unnamed")
+        described.append("cluster %s (id digest %s): %s" % (name, cluster_id, _some([node_label(node, params) for node in members])))
     return ["the inventory mixes nodes of %d different clusters (by cluster id in their machine configs): %s. %s" % (
-        len(by_cluster), "; ".join("cluster %s (id digest %s): %s" % (name, cluster_id, _some([node_label(node, params) for node in members]))
-                                   for (cluster_id, name), members in sorted(by_cluster.items(), key=lambda item: item[1][0])),
-        _ONE_CLUSTER_PER_RUN)]
+        len(by_cluster), "; ".join(described), _ONE_CLUSTER_PER_RUN)]
 
 
 def _stray_cas(cluster, kinds, rotations, certificates):
