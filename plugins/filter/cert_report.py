@@ -9,7 +9,7 @@ import datetime
 
 from ansible.errors import AnsibleFilterError
 
-ALERTS = ("warn", "expired", "error")
+ALERTS = ("warn", "expired", "error", "untrusted", "stale")
 FINGERPRINT_SHOWN = 16
 COLUMNS = ("Days left", "Status", "Cluster", "Certificate", "Role", "Not after (UTC)", "Fingerprint", "Where")
 WHERE_SHOWN = 3
@@ -22,6 +22,16 @@ def _order(entry):
     if entry.get("days_left") is None:
         return (2, 0, entry.get("cluster") or "", entry.get("item") or "")
     return (1, entry["days_left"], entry.get("cluster") or "", entry.get("item") or "")
+
+
+def _verdict(entry):
+    if entry["status"] == "error":
+        return "unreadable"
+    if entry["status"] == "untrusted":
+        return "issued by no CA the nodes hold, so they refuse it"
+    if entry["status"] == "stale":
+        return "its CA is no longer the cluster's"
+    return "%d days left" % entry["days_left"]
 
 
 def _cell(value):
@@ -71,8 +81,8 @@ def cert_report(results, warn_days=90, now=None):
             continue
         for entry in result.get("entries") or ():
             entry = dict(entry, cluster=entry.get("cluster") or cluster)
-            # The playbook's threshold wins over the one each task was given.
-            if entry.get("days_left") is not None:
+            # The playbook's threshold wins over the one each task was given (untrusted and stale stay so).
+            if entry.get("days_left") is not None and entry.get("status") in ("ok", "warn", "expired"):
                 days = entry["days_left"]
                 entry["status"] = "expired" if days < 0 else "warn" if days < warn_days else "ok"
             entries.append(entry)
@@ -86,10 +96,10 @@ def cert_report(results, warn_days=90, now=None):
         "clusters_alerting": sorted({entry["cluster"] for entry in alerts}),
     }
     if alerts:
-        report["summary"] = ("%d certificate(s) or source(s) need attention (below %d days, expired or unreadable) in %s; the "
+        report["summary"] = ("%d certificate(s) or source(s) need attention (below %d days, expired, unreadable, untrusted or stale) in %s; the "
                              "soonest: %s." % (len(alerts), warn_days, ", ".join(report["clusters_alerting"]), "; ".join(
                                  "%s %s of %s: %s" % (entry["item"], entry["role"], entry["cluster"],
-                                                      "unreadable" if entry["status"] == "error" else "%d days left" % entry["days_left"])
+                                                      _verdict(entry))
                                  for entry in alerts[:3])))
     else:
         report["summary"] = "Nothing below %d days: the soonest expiry is in %s days." % (warn_days, report["min_days_left"])

@@ -19,8 +19,9 @@ description:
     no days left.
   - Reports whether nodes disagree (several issuing CAs of one kind, see RV(disagreements)) and stray accepted CAs (accepted
     by some node, issuing on none, see RV(stray_cas)).
-  - Also reports the client certificates of the talosconfigs (every context) and kubeconfigs (every context) given, and the
-    CA certificates of C(talosctl gen secrets) bundles.
+  - Also reports the client certificates of the talosconfigs (every context) and kubeconfigs (every context) given - and
+    whether a CA on the nodes issued them - and the CA certificates of C(talosctl gen secrets) bundles - and whether the
+    nodes still issue with them.
   - Read-only, and never fails on what it finds - an unreachable node, a refused credential or an unreadable file is an
     entry with status V(error) - so that one broken cluster does not hide the others in a fleet report. Only invalid
     arguments fail the task.
@@ -113,11 +114,14 @@ warn_days:
 entries:
   description:
     - One per CA certificate, signing key, client certificate or unreadable source - C(cluster), C(kind) (V(talos),
-      V(kubernetes), V(aggregator), V(etcd), V(service_account), or V(null) for files), C(item) (readable name), C(role)
+      V(kubernetes), V(aggregator), V(etcd), V(service_account); for a file, the kind of CA its certificate belongs to;
+      V(null) for an unreadable source), C(item) (readable name), C(role)
       (V(issuing), V(stray accepted), V(signing key), V(accepted key), V(client certificate), V(secrets bundle), V(error)),
       C(where) (the nodes or the file), C(subject), C(fingerprint) (SHA-256), C(not_after), C(days_left) (whole days,
-      negative once expired, V(null) for keys), C(status) (V(ok), V(warn), V(expired), V(error), V(no expiry)), and
-      C(error) for V(error) entries, C(roles) (subject O, the Talos roles) for client certificates.
+      negative once expired, V(null) for keys), C(status) (V(ok), V(warn), V(expired), V(error), V(no expiry),
+      V(untrusted) - a client certificate no CA on the nodes issued, so they refuse it - or V(stale) - a secrets bundle
+      CA no node issues with, for example not written back after a rotation), and C(error) for V(error) entries; for
+      client certificates C(roles) (subject O, the Talos roles) and C(trusted); for secrets bundles C(in_cluster).
   returned: always
   type: list
   elements: dict
@@ -138,7 +142,7 @@ min_days_left:
   returned: always
   type: int
 alerts:
-  description: How many entries have status V(warn), V(expired) or V(error).
+  description: How many entries have status V(warn), V(expired), V(error), V(untrusted) or V(stale).
   returned: always
   type: int
 """

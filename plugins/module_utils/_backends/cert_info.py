@@ -40,7 +40,9 @@ TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA", "aggregato
 # Report names -> the secrets bundle's CA kinds (certs.os, certs.k8s, certs.k8saggregator, certs.etcd).
 SECRETS_KINDS = {"talos": "talos", "kubernetes": "kubernetes", "aggregator": KIND_AGGREGATOR, "etcd": KIND_ETCD}
 STATUS_OK, STATUS_WARN, STATUS_EXPIRED, STATUS_ERROR, STATUS_NO_EXPIRY = "ok", "warn", "expired", "error", "no expiry"
-ALERTS = (STATUS_WARN, STATUS_EXPIRED, STATUS_ERROR)
+# A client certificate no CA on the nodes issued (the nodes refuse it), or a secrets bundle whose CA no node issues with.
+STATUS_UNTRUSTED, STATUS_STALE = "untrusted", "stale"
+ALERTS = (STATUS_WARN, STATUS_EXPIRED, STATUS_ERROR, STATUS_UNTRUSTED, STATUS_STALE)
 SECONDS_PER_DAY = 86400
 
 
@@ -104,6 +106,7 @@ class Report:
         self.entries = []
         self.disagreements = {}
         self.stray_cas = {}
+        self.node_cas = {}  # kind -> {fingerprint: (PEM, issuing on some node)}, to check files against
 
     def _entry(self, item, role, where, facts=None, **extra):
         entry = {"cluster": self.cluster, "kind": None, "item": item, "role": role, "where": where, "subject": None, "fingerprint": None,
@@ -138,6 +141,8 @@ class Report:
                             facts = _pki.describe_certificate(pem)
                             fingerprint = facts["fingerprint_sha256"]
                             described.setdefault(fingerprint, facts)
+                            known = self.node_cas.setdefault(kind, {})
+                            known[fingerprint] = (pem, role == "issuing" or known.get(fingerprint, (None, False))[1])
                         holders.setdefault((kind, fingerprint), {"issuing": [], "accepted": []})[role].append(node)
         issuing_by_kind = {}
         for (kind, fingerprint), nodes in holders.items():
@@ -164,10 +169,23 @@ class Report:
         except TalosPKIError as error:
             self.error(what, path, str(error))
             return
-        for item, role, pem in found:
+        for kind, item, role, pem in found:
             facts = _pki.describe_certificate(pem)
-            self._entry(item, role, [path], facts, key_type=facts["key_type"],
-                        roles=facts["organization"] if role == "client certificate" else None)
+            entry = self._entry(item, role, [path], facts, kind=kind, key_type=facts["key_type"],
+                                roles=facts["organization"] if role == "client certificate" else None)
+            known = self.node_cas.get(kind)
+            if not known:
+                continue  # the nodes could not be read: nothing to check against
+            if role == "client certificate":
+                # Trusted when a CA the nodes hold (issuing or accepted) issued it; else the nodes refuse it.
+                entry["trusted"] = any(_pki.is_issued_by(pem, ca) for ca, _issuing in known.values())
+                if not entry["trusted"] and entry["status"] != STATUS_EXPIRED:
+                    entry["status"] = STATUS_UNTRUSTED
+            else:
+                # A bundle whose CA no node issues with any more is stale (e.g. not written back after a rotation).
+                entry["in_cluster"] = known.get(facts["fingerprint_sha256"], (None, False))[1]
+                if not entry["in_cluster"] and entry["status"] != STATUS_EXPIRED:
+                    entry["status"] = STATUS_STALE
 
     def result(self, per_node):
         alerts = [entry for entry in self.entries if entry["status"] in ALERTS]
@@ -183,16 +201,16 @@ class Report:
 
 def _talosconfig_certificates(path):
     config = TalosConfig.load(path)
-    return [("Talos API client certificate (context %s)" % name, "client certificate", config.get_context(name).crt)
+    return [("talos", "Talos API client certificate (context %s)" % name, "client certificate", config.get_context(name).crt)
             for name in config.context_names]
 
 
 def _kubeconfig_certificates(path):
     config = Kubeconfig.load(path)
-    return [("Kubernetes API client certificate (context %s)" % name, "client certificate", config.credentials(name).crt)
+    return [("kubernetes", "Kubernetes API client certificate (context %s)" % name, "client certificate", config.credentials(name).crt)
             for name in config.names("contexts")]
 
 
 def _secrets_certificates(path):
     bundle = SecretsBundle.load(path)
-    return [(TITLES[name], "secrets bundle", bundle.get_ca(kind)[0]) for name, kind in SECRETS_KINDS.items()]
+    return [(name, TITLES[name], "secrets bundle", bundle.get_ca(kind)[0]) for name, kind in SECRETS_KINDS.items()]

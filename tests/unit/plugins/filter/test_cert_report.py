@@ -61,3 +61,9 @@ def test_a_failed_task_is_an_error_entry():
 def test_bad_input_is_a_filter_error(results, days):
     with pytest.raises(AnsibleFilterError, match="cert_report"):
         cert_report(results, days)
+
+
+def test_untrusted_and_stale_entries_stay_alerts_whatever_their_days_left():
+    report = cert_report([result("a", entry("a", "talosconfig", 300, "untrusted"), entry("a", "secrets", 3000, "stale"))], 90, now=NOW)
+    assert [row["status"] for row in report["alerts"]] == ["untrusted", "stale"]
+    assert "issued by no CA the nodes hold" in report["summary"] and "its CA is no longer the cluster's" in report["summary"]

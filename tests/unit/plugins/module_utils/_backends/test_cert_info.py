@@ -82,3 +82,38 @@ def test_unreadable_files_and_an_unreachable_cluster_are_entries_not_failures(tm
     assert "failed" not in result and result["alerts"] == 3
     assert [entry["role"] for entry in result["entries"]] == ["error"] * 3
     assert result["entries"][1]["where"] == [str(broken)] and result["entries"][1]["item"] == "unreadable talosconfig"
+
+
+def talosconfig_text(ca, client):
+    context = {"endpoints": ["10.5.0.2"], "ca": sim_pki.b64(ca.cert_pem), "crt": sim_pki.b64(client.cert_pem),
+               "key": sim_pki.b64(client.key_pem)}
+    return "context: unit\ncontexts:\n    unit:\n%s" % "".join(
+        "        %s: %s\n" % (key, value if isinstance(value, str) else "[%s]" % ", ".join(value)) for key, value in context.items())
+
+
+def test_credentials_the_nodes_refuse_and_a_stale_secrets_bundle_alert(secrets, tmp_path):
+    nodes = {"10.5.0.2": ({}, config(secrets, "controlplane", "v1.13.4"))}
+    own = tmp_path / "own"
+    own.write_text(talosconfig_text(secrets.os_ca, sim_pki.talos_client_certificate(secrets.os_ca, roles=("os:reader",))))
+    foreign_ca = sim_pki.new_os_ca()
+    foreign = tmp_path / "foreign"
+    foreign.write_text(talosconfig_text(foreign_ca, sim_pki.talos_client_certificate(foreign_ca)))
+    current, stale = tmp_path / "secrets.yaml", tmp_path / "old-secrets.yaml"
+    current.write_bytes(secrets.secrets_yaml())
+    stale.write_bytes(sim_config.ClusterSecrets.generate("unit").secrets_yaml())
+
+    report = cert_info.Report(params(), NOW)
+    report.add_node_cas(nodes)
+    report.add_file(str(own), "talosconfig", cert_info._talosconfig_certificates)
+    report.add_file(str(foreign), "talosconfig", cert_info._talosconfig_certificates)
+    report.add_file(str(current), "secrets bundle", cert_info._secrets_certificates)
+    report.add_file(str(stale), "secrets bundle", cert_info._secrets_certificates)
+    files = [entry for entry in report.entries if entry["role"] in ("client certificate", "secrets bundle")]
+    by_file = {}
+    for entry in files:
+        by_file.setdefault(entry["where"][0], []).append(entry)
+    assert [(entry["trusted"], entry["status"], entry["roles"]) for entry in by_file[str(own)]] == [(True, "ok", ["os:reader"])]
+    assert [(entry["trusted"], entry["status"]) for entry in by_file[str(foreign)]] == [(False, "untrusted")]
+    assert {entry["status"] for entry in by_file[str(current)]} == {"ok", "warn"}  # the 10-day etcd CA warns
+    assert all(entry["in_cluster"] for entry in by_file[str(current)])
+    assert [entry["status"] for entry in by_file[str(stale)]] == ["stale"] * 4
