@@ -262,14 +262,20 @@ _ONE_CLUSTER_PER_RUN = ("A rotation covers exactly one cluster: give each cluste
 
 
 def _unreadable(failed, members, params, endpoints):
-    """Nodes the endpoint could not read: another cluster's nodes (not members, or no mutual trust) get one refusal naming
-    them all; otherwise the first node's own error, as before."""
+    """Nodes the endpoint could not read. Those that answered over TLS but do not trust the endpoint (or it them), and are
+    not members of its cluster, are another cluster's nodes: one refusal names them all. Otherwise the first node's own
+    error, with a hint when that node is no member either (a typo, a node removed from the cluster)."""
     known = {normal_address(address) for member in members for address in member.get("addresses") or ()}
-    foreign = sorted(node for node, error in failed.items()
-                     if (known and normal_address(node) not in known) or any(text in str(error) for text in _TRUST_FAILURES))
+    strangers = {node for node in failed if normal_address(node) not in known}
+    foreign = sorted(node for node in strangers if any(text in str(failed[node]) for text in _TRUST_FAILURES))
     if not foreign:
         node = sorted(failed)[0]
-        raise failed[node]
+        error = failed[node]
+        if known and node in strangers:
+            error = type(error)("%s. Moreover %s is not a member of the cluster behind endpoint %s: check the inventory for a "
+                                "typo, a node removed from the cluster, or another cluster's node." % (
+                                    str(error).rstrip("."), node_label(node, params), ", ".join(endpoints)), node=error.node)
+        raise error
     listed = list(params["controlplanes"]) + list(params["workers"])
     ours = [node for node in listed if node not in failed]
     many = len(foreign) > 1

@@ -12,7 +12,8 @@ UNREACHABLE = 'node 10.6.0.2 via endpoint(s) 10.5.0.2:50000: Version got no answ
 
 
 def test_nodes_that_are_not_members_are_named_as_another_clusters():
-    failed = {node: NodeUnreachableError(UNREACHABLE % "connection refused", node=node) for node in ("10.6.0.2", "10.6.0.5")}
+    failed = {node: NodeUnreachableError(UNREACHABLE % "x509: certificate signed by unknown authority", node=node)
+              for node in ("10.6.0.2", "10.6.0.5")}
     error = cluster_info._unreadable(failed, MEMBERS, PARAMS, ("10.5.0.2",))
     message = str(error)
     assert "before any change: the inventory mixes nodes of different clusters" in message
@@ -23,6 +24,23 @@ def test_nodes_that_are_not_members_are_named_as_another_clusters():
 def test_without_discovery_a_trust_failure_still_tells_another_cluster():
     failed = {"10.6.0.2": NodeUnreachableError(UNREACHABLE % "x509: certificate signed by unknown authority", node="10.6.0.2")}
     assert "b-cp-1 (10.6.0.2) is not a member of" in str(cluster_info._unreadable(failed, [], PARAMS, ("10.5.0.2",)))
+
+
+def test_an_address_nothing_answers_on_keeps_its_error_with_a_hint():
+    ghost = NodeUnreachableError(UNREACHABLE % "connection refused", node="10.6.0.2")
+    with pytest.raises(NodeUnreachableError) as raised:
+        cluster_info._unreadable({"10.6.0.2": ghost}, MEMBERS, PARAMS, ("10.5.0.2",))
+    message = str(raised.value)
+    assert message.startswith(str(ghost).rstrip(".")) and "mixes nodes" not in message
+    assert "Moreover b-cp-1 (10.6.0.2) is not a member of the cluster behind endpoint 10.5.0.2: check the inventory" in message
+
+
+def test_a_member_that_does_not_trust_the_endpoint_is_no_other_cluster():
+    """Mid-rotation, a member may refuse the endpoint: that is the client's own message, not a mixed inventory."""
+    refusing = NodeUnreachableError(UNREACHABLE % "x509: certificate signed by unknown authority", node="10.5.0.5")
+    with pytest.raises(NodeUnreachableError) as raised:
+        cluster_info._unreadable({"10.5.0.5": refusing}, MEMBERS, PARAMS, ("10.5.0.2",))
+    assert raised.value is refusing
 
 
 def test_a_member_that_is_down_keeps_its_own_error():
