@@ -892,7 +892,6 @@ class MachineConfig:
             items = [self._encode(slot, pem) for pem in accepted]
         self._yaml.set_block_entry(parent, _ACCEPTED, items, (slot.issuing,) + slot.issuing_after, self._where(slot))
 
-
     # -- read-only views for reports (talos_cert_info) --------------------------------------
 
     def _document_of_kind(self, kind):

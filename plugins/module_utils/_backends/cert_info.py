@@ -29,7 +29,8 @@ ARGUMENT_SPEC = with_auth({
     "node_names": {"type": "dict", "default": {}},
     "talosconfigs": {"type": "list", "elements": "path", "default": []},
     "kubeconfigs": {"type": "list", "elements": "path", "default": []},
-    "secrets_files": {"type": "list", "elements": "path", "default": []},
+    # Paths of secrets bundles, not secrets: only their CA certificates are read and reported.
+    "secrets_files": {"type": "list", "elements": "path", "default": [], "no_log": False},
     "warn_days": {"type": "int", "default": 90},
     "concurrency": {"type": "int", "default": 64},
 })

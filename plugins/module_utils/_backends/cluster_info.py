@@ -13,8 +13,8 @@ import os
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import (ClientNotTrustedError, ConfigError, NotFoundError, TalosAPIError,
-                                                                          TalosPKIError)
+from ansible_collections.talosops.pki.plugins.module_utils._errors import (
+    ClientNotTrustedError, ConfigError, NotFoundError, TalosAPIError, TalosPKIError)
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
