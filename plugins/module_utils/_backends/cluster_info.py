@@ -246,6 +246,7 @@ def _check(cluster, params, rotations):
     problems.extend(_missing_progress(params, nodes, rotations))
     problems.extend(_members_left_out(cluster["members"], params))
     problems.extend(_mixed_clusters(nodes, params))
+    problems.extend(_not_members(nodes, cluster["members"], params))
     return problems
 
 
@@ -286,6 +287,24 @@ def _unreadable(failed, members, params, endpoints):
             ", ".join(node_label(node, params) for node in foreign), "are not members" if many else "is not a member",
             ", ".join(endpoints), _some([node_label(node, params) for node in ours]) if ours else "none of the inventory's nodes",
             "do" if many else "does", "them" if many else "it", _ONE_CLUSTER_PER_RUN))
+
+
+def _not_members(nodes, members, params):
+    """Nodes the endpoint reads but its cluster's discovery does not list: another cluster's nodes that trust the same
+    Talos API CA (clusters made from one secrets bundle), or nodes that left. Without discovery (no members) nothing is known."""
+    known = {normal_address(address) for member in members for address in member.get("addresses") or ()}
+    names = {member.get("hostname") for member in members} - {None, ""}
+    if not known:
+        return []
+    strangers = sorted(node for node in nodes if normal_address(node) not in known and node not in names)
+    if not strangers:
+        return []
+    plural = "s" if len(strangers) > 1 else ""
+    return ["%s %s not listed by the discovery of the cluster behind the endpoint (its members: %s): another cluster's "
+            "node%s (a cluster that shares this one's Talos API CA, e.g. made from the same secrets bundle), or node%s that "
+            "left the cluster. %s" % (
+                ", ".join(node_label(node, params) for node in strangers), "are" if plural else "is",
+                _some([member_name(member) for member in members]), plural, plural, _ONE_CLUSTER_PER_RUN)]
 
 
 def _mixed_clusters(nodes, params):

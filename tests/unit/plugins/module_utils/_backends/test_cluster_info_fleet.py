@@ -60,3 +60,15 @@ def test_readable_nodes_of_two_cluster_ids_are_refused():
     assert "cluster a (id digest aaaa): a-cp-1 (10.5.0.2), a-w-1 (10.5.0.5); cluster b (id digest bbbb): b-cp-1 (10.6.0.2)" in problems[0]
     same = {node: dict(facts, cluster_id="aaaa") for node, facts in nodes.items()}
     assert cluster_info._mixed_clusters(same, PARAMS) == []
+
+
+def test_readable_nodes_that_discovery_does_not_list_are_refused():
+    """Two clusters made from one secrets bundle trust each other: discovery still tells them apart."""
+    nodes = {address: {} for address in ("10.5.0.2", "10.5.0.5", "10.6.0.2")}
+    problems = cluster_info._not_members(nodes, MEMBERS, PARAMS)
+    assert len(problems) == 1
+    assert problems[0].startswith("b-cp-1 (10.6.0.2) is not listed by the discovery of the cluster behind the endpoint "
+                                  "(its members: a-cp-1, a-w-1): another cluster's node (a cluster that shares")
+    assert cluster_info._not_members(nodes, [], PARAMS) == []  # discovery off: nothing known
+    by_name = [{"hostname": "10.6.0.2", "addresses": []}] + MEMBERS
+    assert cluster_info._not_members(nodes, by_name, PARAMS) == []
