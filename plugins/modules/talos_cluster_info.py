@@ -25,8 +25,8 @@ description:
     C(Layer2VIPConfig) / C(HCloudVIPConfig) document) when it is given as a node or as an endpoint - it reaches whichever
     control plane holds it (siderolabs/talos#10357) - and one cluster member listed under two of its addresses.
   - Refuses an inventory that mixes two clusters' nodes, naming them - nodes the endpoint cannot reach over mutual TLS
-    that are not members of its cluster (or do not trust its Talos API CA), and nodes whose configs declare different
-    cluster ids.
+    that are not members of its cluster and do not trust its Talos API CA, nodes whose configs declare different cluster
+    ids, and nodes it can read that its cluster's discovery does not list.
   - Warns about stray accepted CAs (see RV(stray_cas)); they are not an error.
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
