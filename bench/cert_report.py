@@ -63,15 +63,14 @@ def main():
                    os.path.join(ROOT, "playbooks", "cert_report.yml"), "-f", str(args.forks),
                    "-e", json.dumps({"cert_report_dir": report_dir, "cert_report_warn_days": 30})]
         began = time.monotonic()
-        read_started = read_seconds = None
+        tasks, current, current_start = [], None, began
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
             for line in run.stdout:
                 now = time.monotonic()
                 if line.startswith(("TASK [", "PLAY RECAP")):
-                    if read_started is not None and read_seconds is None:
-                        read_seconds = now - read_started
-                    if READ_TASK in line:
-                        read_started = now
+                    if current:
+                        tasks.append((current, now - current_start))
+                    current, current_start = line.split("]")[0][6:], now
                 if line.startswith(("fatal", "[ERROR]")):
                     print(line.rstrip())
         total = time.monotonic() - began
@@ -80,7 +79,10 @@ def main():
     finally:
         for cluster in clusters:
             cluster.stop()
-    print("reading %d clusters (%d nodes): %.1f s" % (args.clusters, args.clusters * (args.controlplanes + args.workers), read_seconds or 0))
+    for name, seconds in tasks:
+        print("%7.2f s  %s" % (seconds, name))
+    read_seconds = sum(seconds for name, seconds in tasks if name.startswith(READ_TASK))
+    print("reading %d clusters (%d nodes): %.1f s" % (args.clusters, args.clusters * (args.controlplanes + args.workers), read_seconds))
     print("report of %d entries: %.1f s wall (exit %d, forks %d)" % (entries, total, run.returncode, args.forks))
     return run.returncode
 
