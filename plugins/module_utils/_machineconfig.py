@@ -896,6 +896,71 @@ class MachineConfig:
             items = [self._encode(slot, pem) for pem in accepted]
         self._yaml.set_block_entry(parent, _ACCEPTED, items, (slot.issuing,) + slot.issuing_after, self._where(slot))
 
+    # -- read-only views for reports (talos_cert_info) --------------------------------------
+
+    def _document_of_kind(self, kind):
+        return next((document for document in self._yaml.documents
+                     if _is_scalar(_child(document, "kind")) and _child(document, "kind").value == kind), None)
+
+    def _pem_value(self, node, base64_encoded, what):
+        """PEM bytes of a certificate or key value (None when empty); ConfigError when it is not PEM."""
+        if _is_empty(node) or not _is_scalar(node) or not node.value.strip():
+            return None
+        label = "%s: %s" % (self.source, what)
+        return decode_base64_pem(node.value, label) if base64_encoded else node.value.encode("utf-8")
+
+    @property
+    def cluster_identity(self):
+        """(cluster id, cluster name) as the config declares them - `cluster.id` / `cluster.clusterName`, or the v1.14+
+        `DiscoveryIdentityConfig.clusterID` / `KubeClusterConfig.clusterName` - None where absent (a worker may lack both)."""
+        cluster = _child(self._v1alpha1(), "cluster")
+        values = []
+        for field, kind, document_field in (("id", "DiscoveryIdentityConfig", "clusterID"),
+                                            ("clusterName", "KubeClusterConfig", "clusterName")):
+            node = _child(cluster, field)
+            if not _is_scalar(node) or _is_empty(node):
+                node = _child(self._document_of_kind(kind), document_field)
+            values.append(node.value.strip() if _is_scalar(node) and not _is_empty(node) else None)
+        return tuple(values)
+
+    def report_cas(self):
+        """Every CA and signing key the config holds, public parts only, for reports: {name: CAFields}.
+
+        `talos`, `kubernetes` as get_ca(); `aggregator` (KubeAggregatorCAConfig or the legacy cluster.aggregatorCA, no
+        accepted list there), `etcd` (cluster.etcd.ca); `service_account`: the issuer's private key in issuing_key and the
+        accepted public keys in accepted (KubeServiceAccountConfig, or the legacy cluster.serviceAccount.key). A CA the
+        config does not hold (workers hold no aggregator, etcd or service-account material) is absent.
+        """
+        found = {kind: self.get_ca(kind) for kind in (KIND_TALOS, KIND_KUBERNETES)}
+        cluster = _child(self._v1alpha1(), "cluster")
+        aggregator = self._document_of_kind("KubeAggregatorCAConfig")
+        if aggregator is not None:
+            issuing = _child(aggregator, "issuingCA")
+            found["aggregator"] = CAFields(
+                self._pem_value(_child(issuing, "cert"), False, "KubeAggregatorCAConfig issuingCA.cert"), None,
+                tuple(pem for index, item in enumerate(_items(_child(aggregator, _ACCEPTED)))
+                      for pem in [self._pem_value(item, False, "KubeAggregatorCAConfig acceptedCAs[%d]" % index)] if pem))
+        else:
+            crt = self._pem_value(_child(_child(cluster, "aggregatorCA"), "crt"), True, "cluster.aggregatorCA.crt")
+            if crt:
+                found["aggregator"] = CAFields(crt, None, ())
+        crt = self._pem_value(_child(_child(_child(cluster, "etcd"), "ca"), "crt"), True, "cluster.etcd.ca.crt")
+        if crt:
+            found["etcd"] = CAFields(crt, None, ())
+        service_account = self._document_of_kind("KubeServiceAccountConfig")
+        if service_account is not None:
+            key = self._pem_value(_child(_child(service_account, "issuer"), "privateKey"), False,
+                                  "KubeServiceAccountConfig issuer.privateKey")
+            accepted = _items(_child(_child(service_account, "accepted"), "publicKeys"))
+            found["service_account"] = CAFields(None, key, tuple(
+                pem for index, item in enumerate(accepted)
+                for pem in [self._pem_value(item, False, "KubeServiceAccountConfig accepted.publicKeys[%d]" % index)] if pem))
+        else:
+            key = self._pem_value(_child(_child(cluster, "serviceAccount"), _KEY), True, "cluster.serviceAccount.key")
+            if key:
+                found["service_account"] = CAFields(None, key, ())
+        return {name: fields for name, fields in found.items() if fields.issuing_crt or fields.issuing_key or fields.accepted}
+
 
 def _identity(fields):
     """What decides equality of two CA states: certificate DERs and the key's (label, DER)."""

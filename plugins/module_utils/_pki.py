@@ -498,6 +498,13 @@ def _public_key_der(public_key):
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def public_key_fingerprint(cert_or_key, what="key"):
+    """SHA-256 of the SubjectPublicKeyInfo DER (64 lowercase hex characters) of a certificate's or key's public key: the
+    same for a private key and its public key, so a signing key can be named without showing it."""
+    ensure_cryptography()
+    return hashlib.sha256(_public_key_der(_public_key_of(cert_or_key, what))).hexdigest()
+
+
 def _certificate_label(what):
     """`what` as a name for a certificate ("CA" -> "CA certificate", "client certificate" unchanged)."""
     return what if what.endswith("certificate") else "%s certificate" % what

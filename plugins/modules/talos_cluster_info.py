@@ -24,6 +24,9 @@ description:
   - Refuses a shared virtual IP that a control plane's configuration declares (C(vip.ip) of an interface or VLAN, or a
     C(Layer2VIPConfig) / C(HCloudVIPConfig) document) when it is given as a node or as an endpoint - it reaches whichever
     control plane holds it (siderolabs/talos#10357) - and one cluster member listed under two of its addresses.
+  - Refuses an inventory that mixes two clusters' nodes, naming them - nodes the endpoint cannot reach over mutual TLS
+    that are not members of its cluster and do not trust its Talos API CA, nodes whose configs declare different cluster
+    ids, and nodes it can read that its cluster's discovery does not list.
   - Warns about stray accepted CAs (see RV(stray_cas)); they are not an error.
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
@@ -95,6 +98,11 @@ options:
         warning about them says.
     type: bool
     default: false
+  node_names:
+    description:
+      - Inventory names by node address, so that a refusal names each node as the inventory does, with its address.
+    type: dict
+    default: {}
 author:
   - talosops.pki contributors (@talosops)
 """
@@ -125,7 +133,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 nodes:
-  description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos)
+  description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), C(cluster_name),
+    C(cluster_id) (a digest of the config's cluster id, not the id itself), and for C(talos)
     and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
     of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); C(virtual_ips) its
     configuration declares; with O(kubelet_health), C(kubelet) (C(running), C(healthy)).

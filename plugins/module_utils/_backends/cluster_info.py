@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
-from ansible_collections.talosops.pki.plugins.module_utils._errors import ClientNotTrustedError, ConfigError, NotFoundError, TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import (
+    ClientNotTrustedError, ConfigError, NotFoundError, TalosAPIError, TalosPKIError)
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
@@ -31,12 +33,15 @@ ARGUMENT_SPEC = with_auth({
     "secrets_file": {"type": "path"},
     "kubeconfig": {"type": "path"},
     "remove_stray_cas": {"type": "bool", "default": False},
+    "node_names": {"type": "dict", "default": {}},
 })
 
 KINDS = ("talos", "kubernetes")
 KUBELET_POLL_INTERVAL = 0.5
 MINIMUM_VERSION = (1, 7)
 NODES_NAMED = 5  # in a warning, before "and N more"
+# What the endpoint's apid answers when it cannot reach a node over mutual TLS because the two do not trust each other.
+_TRUST_FAILURES = ("unknown authority", "bad certificate", "unknown ca", "failed to verify certificate")
 
 
 def run(params, check_mode=False, diff=False):
@@ -134,8 +139,18 @@ async def _gather(params, target, nodes):
 
         async def one(node):
             async with limit:
-                return node, await _read_node(client, node, certificates)
+                try:
+                    return node, await _read_node(client, node, certificates)
+                except TalosAPIError as error:
+                    return node, error
         per_node = dict(await asyncio.gather(*(one(node) for node in nodes)))
+        failed = {node: facts for node, facts in per_node.items() if isinstance(facts, TalosAPIError)}
+        if failed:
+            members = await client.members()
+            readable = [node for node in params["workers"] if node not in failed]
+            if readable:
+                members = merge_members(members, await client.members(node=readable[0]))
+            raise _unreadable(failed, members, params, target.endpoints)
         if params["kubelet_health"]:
             deadline = asyncio.get_running_loop().time() + params["kubelet_deadline"]
 
@@ -176,11 +191,20 @@ async def _kubernetes_root(client):
         return None
 
 
+async def read_node(client, node):
+    """(Version reply, parsed active machine config) of one node, through the client's endpoint: what every report on
+    the nodes (this preflight, talos_cert_info) starts from."""
+    version = await client.version(node=node)
+    return version, MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+
+
 async def _read_node(client, node, certificates):
     """The node's facts; the accepted CA certificates' public facts go into `certificates`, by fingerprint."""
-    version = await client.version(node=node)
-    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-    facts = {"hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
+    version, config = await read_node(client, node)
+    cluster_id, cluster_name = config.cluster_identity
+    # The cluster id is shown only as a digest: together with the cluster secret it admits a node to discovery.
+    facts = {"cluster_id": hashlib.sha256(cluster_id.encode()).hexdigest()[:16] if cluster_id else None, "cluster_name": cluster_name,
+             "hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
              "kubernetes_ca_location": config.kubernetes_ca_location, "virtual_ips": list(config.virtual_ips)}
     for kind in KINDS:
         fields = config.get_ca(kind)
@@ -232,7 +256,82 @@ def _check(cluster, params, rotations):
                                 "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
     problems.extend(_missing_progress(params, nodes, rotations))
     problems.extend(_members_left_out(cluster["members"], params))
+    problems.extend(_mixed_clusters(nodes, params))
+    problems.extend(_not_members(nodes, cluster["members"], params))
     return problems
+
+
+def node_label(node, params):
+    """`name (address)` when the inventory name is known, else the address."""
+    name = params.get("node_names", {}).get(node)
+    return "%s (%s)" % (name, node) if name and name != node else node
+
+
+_ONE_CLUSTER_PER_RUN = ("A rotation covers exactly one cluster: give each cluster its own inventory (or its own "
+                        "controlplane/worker groups, with rotate_ca_hosts, rotate_ca_controlplane_group and "
+                        "rotate_ca_worker_group), its own talosconfig and its own rotate_ca_dir, and run one job per cluster "
+                        "(docs/fleet.md).")
+
+
+def _unreadable(failed, members, params, endpoints):
+    """Nodes the endpoint could not read. Those that answered over TLS but do not trust the endpoint (or it them), and are
+    not members of its cluster, are another cluster's nodes: one refusal names them all. Otherwise the first node's own
+    error, with a hint when that node is no member either (a typo, a node removed from the cluster)."""
+    known = {normal_address(address) for member in members for address in member.get("addresses") or ()}
+    strangers = {node for node in failed if normal_address(node) not in known}
+    foreign = sorted(node for node in strangers if any(text in str(failed[node]) for text in _TRUST_FAILURES))
+    if not foreign:
+        node = sorted(failed)[0]
+        error = failed[node]
+        if known and node in strangers:
+            error = type(error)("%s. Moreover %s is not a member of the cluster behind endpoint %s: check the inventory for a "
+                                "typo, a node removed from the cluster, or another cluster's node." % (
+                                    str(error).rstrip("."), node_label(node, params), ", ".join(endpoints)), node=error.node)
+        raise error
+    listed = list(params["controlplanes"]) + list(params["workers"])
+    ours = [node for node in listed if node not in failed]
+    many = len(foreign) > 1
+    return TalosPKIError(
+        "preflight refused the rotation before any change: the inventory mixes nodes of different clusters. %s %s of the "
+        "cluster behind endpoint %s (the cluster of %s), or %s not trust its Talos API CA: the endpoint cannot reach %s over "
+        "mutual TLS. %s" % (
+            ", ".join(node_label(node, params) for node in foreign), "are not members" if many else "is not a member",
+            ", ".join(endpoints), _some([node_label(node, params) for node in ours]) if ours else "none of the inventory's nodes",
+            "do" if many else "does", "them" if many else "it", _ONE_CLUSTER_PER_RUN))
+
+
+def _not_members(nodes, members, params):
+    """Nodes the endpoint reads but its cluster's discovery does not list: another cluster's nodes that trust the same
+    Talos API CA (clusters made from one secrets bundle), or nodes that left. Without discovery (no members) nothing is known."""
+    known = {normal_address(address) for member in members for address in member.get("addresses") or ()}
+    names = {member.get("hostname") for member in members} - {None, ""}
+    if not known:
+        return []
+    strangers = sorted(node for node in nodes if normal_address(node) not in known and node not in names)
+    if not strangers:
+        return []
+    plural = "s" if len(strangers) > 1 else ""
+    return ["%s %s not listed by the discovery of the cluster behind the endpoint (its members: %s): another cluster's "
+            "node%s (a cluster that shares this one's Talos API CA, e.g. made from the same secrets bundle), or node%s that "
+            "left the cluster. %s" % (
+                ", ".join(node_label(node, params) for node in strangers), "are" if plural else "is",
+                _some([member_name(member) for member in members]), plural, plural, _ONE_CLUSTER_PER_RUN)]
+
+
+def _mixed_clusters(nodes, params):
+    """Nodes the endpoint can read may still declare different clusters (cluster.id / DiscoveryIdentityConfig)."""
+    by_cluster = {}
+    for node, facts in nodes.items():
+        if facts.get("cluster_id"):
+            by_cluster.setdefault(facts["cluster_id"], []).append(node)
+    if len(by_cluster) < 2:
+        return []
+    described = []
+    for cluster_id, members in sorted(by_cluster.items(), key=lambda item: item[1][0]):
+        name = next((nodes[node]["cluster_name"] for node in members if nodes[node].get("cluster_name")), "unnamed")
+        described.append("cluster %s (id digest %s): %s" % (name, cluster_id, _some([node_label(node, params) for node in members])))
+    return ["the inventory mixes nodes of %d different clusters (by cluster id in their machine configs): %s. %s" % (
+        len(by_cluster), "; ".join(described), _ONE_CLUSTER_PER_RUN)]
 
 
 def _stray_cas(cluster, kinds, rotations, certificates):

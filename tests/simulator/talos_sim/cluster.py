@@ -48,6 +48,8 @@ class SimCluster:
     on every node.
     vip: the control planes' configs declare a shared virtual IP (<subnet>.253), which the first
     control plane holds: it answers there too and lists it first among its member addresses.
+    ca_validity: lifetimes of the cluster's root CAs, {"os"|"kubernetes"|"etcd"|"aggregator": timedelta}, for a cluster
+    whose CA expires soon (talosctl makes 10-year CAs).
     """
 
     def __init__(self, controlplanes: int = 3, workers: int = 2, workdir: str | os.PathLike | None = None,
@@ -55,7 +57,7 @@ class SimCluster:
                  kubelet_restart_delay: float = 0.2, subnet: str | None = None, *, name: str = "talos-sim",
                  kubernetes_version: str = "v1.34.1", controller_delay: float = 0.0, reboot_duration: float = 1.0,
                  trustd_retry_interval: float = 1.0, split_members: bool = False, vip: bool = False,
-                 discovery: bool = True, init_node: bool = False):
+                 discovery: bool = True, init_node: bool = False, ca_validity: dict | None = None):
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
         if controlplanes + workers > MAX_NODES - (1 if vip else 0):
@@ -70,6 +72,7 @@ class SimCluster:
         self._want_vip = vip
         self.discovery = discovery
         self.init_node = init_node
+        self.ca_validity = dict(ca_validity or {})
         self.vip: str | None = None
         self.build_date = "2025-06-02T10:00:00Z"
         self._counts = (controlplanes, workers)
@@ -120,7 +123,7 @@ class SimCluster:
         self.created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         self.subnet = self._claim_subnet(self._requested_subnet)
         self.vip = "%s.%d" % (self.subnet, MAX_NODES) if self._want_vip else None
-        self.secrets = machineconfig.ClusterSecrets.generate(self.name)
+        self.secrets = machineconfig.ClusterSecrets.generate(self.name, self.ca_validity)
         self.admin = pki.talos_client_certificate(self.secrets.os_ca)
         self._create_nodes()
         self._loop = asyncio.new_event_loop()

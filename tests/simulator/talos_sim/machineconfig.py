@@ -81,7 +81,13 @@ class ClusterSecrets:
     service_account_key_pem: bytes
 
     @classmethod
-    def generate(cls, name: str) -> "ClusterSecrets":
+    def generate(cls, name: str, ca_validity=None) -> "ClusterSecrets":
+        """ca_validity: {"os"|"kubernetes"|"etcd"|"aggregator": timedelta} for CAs shorter-lived than talosctl's 10 years."""
+        validity = dict(ca_validity or {})
+        unknown = sorted(set(validity) - {"os", "kubernetes", "etcd", "aggregator"})
+        if unknown:
+            raise ValueError("ca_validity names unknown CAs %s: use os, kubernetes, etcd, aggregator" % unknown)
+        lifetime = {kind: validity.get(kind, pki.CA_VALIDITY) for kind in ("os", "kubernetes", "etcd", "aggregator")}
         return cls(
             name=name,
             cluster_id=base64.urlsafe_b64encode(_random.token_bytes(32)).decode(),
@@ -89,10 +95,10 @@ class ClusterSecrets:
             bootstrap_token=_token(),
             secretbox_secret=base64.b64encode(_random.token_bytes(32)).decode(),
             trustd_token=_token(),
-            os_ca=pki.new_os_ca(),
-            k8s_ca=pki.new_kubernetes_ca(),
-            etcd_ca=pki.new_ca("ecdsa", organization="etcd"),
-            aggregator_ca=pki.new_ca("ecdsa", common_name="front-proxy"),
+            os_ca=pki.new_ca("ed25519", organization="talos", validity=lifetime["os"]),
+            k8s_ca=pki.new_ca("ecdsa", organization="kubernetes", validity=lifetime["kubernetes"]),
+            etcd_ca=pki.new_ca("ecdsa", organization="etcd", validity=lifetime["etcd"]),
+            aggregator_ca=pki.new_ca("ecdsa", common_name="front-proxy", validity=lifetime["aggregator"]),
             service_account_key_pem=pki.new_kubernetes_ca().key_pem,
         )
 
