@@ -95,6 +95,13 @@ options:
         warning about them says.
     type: bool
     default: false
+  rollback:
+    description:
+      - The run will roll back the rotations of O(rotation_dirs). Fails (before any change) when a node of one of them is past
+        the remove phase (it no longer accepts the CA being replaced), or when control planes issue with the new CA and the
+        rotation directory holds no key of the CA being replaced.
+    type: bool
+    default: false
 author:
   - talosops.pki contributors (@talosops)
 """

@@ -1,0 +1,184 @@
+"""rotate_ca_rollback end to end: back to the old CA alone from after accept, mid-swap and after swap; refused after remove.
+
+Both flows (Talos API CA, Kubernetes API CA) and both config shapes (v1.13 fields, v1.15 documents). Each rollback must end
+with every node on the old CA alone, the old credentials working and the rotation's refused, the rotation folder kept as
+*.rolled-back-<time>, an audit entry, and a rerun that changes nothing.
+"""
+
+import glob
+import json
+import os
+
+import pytest
+import yaml
+
+from _playbook import node_ca_fields, pem_to_der, run_playbook
+from _talos_state import assert_credentials, old_ca_der_of
+
+from ansible_collections.talosops.pki.plugins.module_utils import _client, _kubernetes, _pki
+from ansible_collections.talosops.pki.plugins.module_utils._errors import TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+
+SHAPES = {"v1.13": "v1.13.4", "v1.15": "v1.15.0"}
+
+
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def configs_of(cluster):
+    return {node.name: node.config_bytes() for node in cluster.nodes}
+
+
+def audit_log(folder):
+    with open(os.path.join(folder, "audit.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def rolled_back_folder(rotation_dir, kind):
+    found = glob.glob(os.path.join(rotation_dir, kind + ".rolled-back-*"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def kind_fields(node, kind):
+    """(issuing fingerprint or None, accepted fingerprints) of a simulated node's CA of `kind`."""
+    fields = MachineConfig.parse(node.config_bytes(), source=node.name).get_ca(kind)
+    return (_pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None), [_pki.fingerprint(crt) for crt in fields.accepted]
+
+
+def assert_on_old_ca_alone(cluster, kind, old, new, original):
+    """Every node issues with (or, without an issuing field, accepts first) the old CA, and the new CA is nowhere."""
+    for node in cluster.nodes:
+        issuing, accepted = kind_fields(node, kind)
+        assert new not in accepted and issuing != new, "%s still trusts the new %s CA" % (node.name, kind)
+        assert (issuing, accepted) == original[node.name], "%s: %s CA fields differ from before the rotation" % (node.name, kind)
+        assert old in ([issuing] if issuing else accepted)
+
+
+def assert_patch_order(entries, controlplanes):
+    """Rollback moves, control planes before workers in each phase: workers take certificates and trust from them."""
+    for phase in ("rollback_swap", "rollback_accept"):
+        order = [entry["node"] in controlplanes for entry in entries if entry["event"] == "node_patched" and entry["phase"] == phase]
+        assert order == sorted(order, reverse=True), "%s: a worker was patched before a control plane: %s" % (phase, order)
+
+
+@pytest.mark.parametrize("shape,stop", [("v1.13", "accept"), ("v1.15", "swap")])
+def test_talos_rollback_returns_every_node_to_the_old_ca_and_a_rerun_changes_nothing(make_sim_cluster, tmp_path, shape, stop):
+    cluster = make_sim_cluster(controlplanes=2, workers=2, talos_version=SHAPES[shape])
+    rotation_dir = str(tmp_path / "rotation")
+    talos_dir = os.path.join(rotation_dir, "talos")
+    original = {node.name: kind_fields(node, "talos") for node in cluster.nodes}
+    talosconfig_before = read(cluster.talosconfig_path)
+    phases = ["accept"] if stop == "accept" else ["accept", "swap"]
+    forward = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": phases})
+    assert forward.returncode == 0, forward.output[-6000:]
+    old = _pki.fingerprint(read(os.path.join(talos_dir, "previous-ca.crt")))
+    new = _pki.fingerprint(read(os.path.join(talos_dir, "ca.crt")))
+    # The old CA's key was kept with the new CA, private like it.
+    assert os.stat(os.path.join(talos_dir, "previous-ca.key")).st_mode & 0o777 == 0o600
+    _pki.check_key_pair(read(os.path.join(talos_dir, "previous-ca.crt")), read(os.path.join(talos_dir, "previous-ca.key")))
+
+    # Check mode: a server-side dry run that names the moves and changes nothing, on the nodes or on disk.
+    configs = configs_of(cluster)
+    dry = run_playbook(cluster, rotation_dir, "--check", "-v", extra_vars={"rotate_ca_rollback": True})
+    assert dry.returncode == 0, dry.output[-6000:]
+    assert configs_of(cluster) == configs and os.path.isdir(talos_dir)
+    assert not glob.glob(os.path.join(rotation_dir, "talos.rolled-back-*"))
+    assert "Dry run summary" in dry.output
+    assert "talos rollback_accept: %s -> pending" % ("swapped" if stop == "swap" else "accepted") in dry.output
+
+    back = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_rollback": True})
+    assert back.returncode == 0, back.output[-6000:]
+    assert_on_old_ca_alone(cluster, "talos", old, new, original)
+    # The control planes issue with the old CA's own key again.
+    for node in cluster.controlplanes:
+        fields = MachineConfig.parse(node.config_bytes(), source=node.name).get_ca("talos")
+        _pki.check_key_pair(fields.issuing_crt, fields.issuing_key)
+    assert read(cluster.talosconfig_path) == talosconfig_before
+    assert_credentials(cluster, cluster.talosconfig_path, works=True)
+    folder = rolled_back_folder(rotation_dir, "talos")
+    assert not os.path.exists(talos_dir)
+    assert_credentials(cluster, os.path.join(folder, "talosconfig"), works=False, server_ca=read(os.path.join(folder, "previous-ca.crt")))
+    entries = audit_log(folder)
+    assert entries[-1]["event"] == "rotation_rolled_back" and entries[-1]["ca_fingerprint"] == new
+    assert_patch_order(entries, {node.address for node in cluster.controlplanes})
+    moved = {(entry["phase"], entry["progress_before"], entry["progress_after"]) for entry in entries
+             if entry["event"] == "node_patched" and entry["phase"].startswith("rollback")}
+    assert moved == ({("rollback_accept", "accepted", "pending")} if stop == "accept"
+                     else {("rollback_swap", "swapped", "accepted"), ("rollback_accept", "accepted", "pending")})
+    assert "old talosconfig, old server CA" in back.output and "rotation talosconfig refused" in back.output
+
+    configs = configs_of(cluster)
+    again = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_rollback": True})
+    assert again.returncode == 0, again.output[-6000:]
+    assert all(counts["changed"] == 0 for counts in again.recap.values()), again.recap
+    assert "nothing to roll back" in again.output.lower()
+    assert configs_of(cluster) == configs
+
+    # And the cluster can be rotated again from there, with a new CA.
+    fresh = run_playbook(cluster, rotation_dir)
+    assert fresh.returncode == 0, fresh.output[-6000:]
+    assert _pki.fingerprint(read(os.path.join(talos_dir, "ca.crt"))) not in (old, new)
+
+
+def test_talos_rollback_killed_mid_swap_then_interrupted_again_finishes_on_rerun(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=3, workers=2)
+    rotation_dir = str(tmp_path / "rotation")
+    talos_dir = os.path.join(rotation_dir, "talos")
+    original = {node.name: kind_fields(node, "talos") for node in cluster.nodes}
+    with open(cluster.inventory_path, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    controlplane = list(inventory["all"]["children"]["controlplane"]["hosts"])[0]
+    worker = list(inventory["all"]["children"]["worker"]["hosts"])[0]
+
+    # Killed inside the swap: the control planes issue with the new CA, the workers still with the old one.
+    mid_swap = run_playbook(cluster, rotation_dir, kill_after="Swap | make the new CA machine.ca, keep the old one accepted (control planes)@%s" % controlplane)
+    assert mid_swap.returncode != 0 and "PLAY RECAP" not in mid_swap.output
+    old = _pki.fingerprint(read(os.path.join(talos_dir, "previous-ca.crt")))
+    new = _pki.fingerprint(read(os.path.join(talos_dir, "ca.crt")))
+    progress = {node.name: kind_fields(node, "talos")[0] for node in cluster.nodes}
+    assert new in progress.values() and old in progress.values(), progress
+
+    # The rollback itself killed half-way (after the swap back, inside the drop), then rerun with the same command.
+    killed = run_playbook(cluster, rotation_dir, kill_after="Rollback | drop the new CA from machine.acceptedCAs (workers)@%s" % worker,
+                          extra_vars={"rotate_ca_rollback": True})
+    assert killed.returncode != 0 and "PLAY RECAP" not in killed.output
+    assert os.path.isdir(talos_dir)
+    rerun = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_rollback": True})
+    assert rerun.returncode == 0, rerun.output[-6000:]
+    assert_on_old_ca_alone(cluster, "talos", old, new, original)
+    assert_credentials(cluster, cluster.talosconfig_path, works=True)
+    folder = rolled_back_folder(rotation_dir, "talos")
+    assert_credentials(cluster, os.path.join(folder, "talosconfig"), works=False, server_ca=read(os.path.join(folder, "previous-ca.crt")))
+
+
+def test_talos_rollback_refused_after_remove_changes_nothing(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=2, workers=1)
+    rotation_dir = str(tmp_path / "rotation")
+    with open(cluster.inventory_path, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    controlplane = list(inventory["all"]["children"]["controlplane"]["hosts"])[0]
+    # Killed in the remove phase: some nodes no longer accept the old CA.
+    killed = run_playbook(cluster, rotation_dir, kill_after="Remove | drop the old CA from machine.acceptedCAs (control planes)@%s" % controlplane)
+    assert killed.returncode != 0
+    configs = configs_of(cluster)
+    files = {name: read(os.path.join(rotation_dir, "talos", name)) for name in os.listdir(os.path.join(rotation_dir, "talos"))
+             if os.path.isfile(os.path.join(rotation_dir, "talos", name))}
+
+    refused = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_rollback": True})
+    assert refused.returncode != 0
+    assert "preflight refused the rotation before any change" in refused.output
+    assert "cannot be rolled back" in refused.output and "rotate_ca_start_new" in refused.output
+    assert "Traceback" not in refused.output
+    assert configs_of(cluster) == configs
+    assert {name: read(os.path.join(rotation_dir, "talos", name)) for name in files} == files
+
+    # What the refusal says to do works: finishing the rotation.
+    finish = run_playbook(cluster, rotation_dir)
+    assert finish.returncode == 0, finish.output[-6000:]
+    new_ca = pem_to_der(read(os.path.join(rotation_dir, "talos", "ca.crt")))
+    assert all(node_ca_fields(node) == (new_ca, []) for node in cluster.nodes)
+    assert old_ca_der_of(cluster) == new_ca
