@@ -15,8 +15,7 @@ import yaml
 from _playbook import node_ca_fields, pem_to_der, run_playbook
 from _talos_state import assert_credentials, old_ca_der_of
 
-from ansible_collections.talosops.pki.plugins.module_utils import _client, _kubernetes, _pki
-from ansible_collections.talosops.pki.plugins.module_utils._errors import TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
@@ -182,3 +181,93 @@ def test_talos_rollback_refused_after_remove_changes_nothing(make_sim_cluster, t
     new_ca = pem_to_der(read(os.path.join(rotation_dir, "talos", "ca.crt")))
     assert all(node_ca_fields(node) == (new_ca, []) for node in cluster.nodes)
     assert old_ca_der_of(cluster) == new_ca
+
+
+# --- the Kubernetes API CA ------------------------------------------------------------------------------------------------
+
+KUBERNETES_ONLY = {"rotate_talos": False, "rotate_kubernetes": True}
+
+
+def list_nodes(kubeconfig_path, server_ca=None):
+    credentials = Kubeconfig.load(kubeconfig_path).credentials()
+    with _kubernetes.KubeAPI(credentials, server_ca=server_ca) as api:
+        return api.nodes()
+
+
+def assert_kubeconfig(cluster, path, works, server_ca=None):
+    """The kubeconfig's client certificate is accepted by the API (every node listed Ready), or refused (401)."""
+    listing = list_nodes(path, server_ca)
+    if works:
+        assert listing.kind == _kubernetes.OK, listing.detail
+        assert {node.name: node.ready for node in listing.value} == {node.name: "True" for node in cluster.nodes}
+    else:
+        assert listing.kind == _kubernetes.UNAUTHORIZED, listing.detail
+
+
+@pytest.mark.parametrize("shape,stop", [("v1.13", "swap"), ("v1.15", "swap"), ("v1.15", "accept")])
+def test_kubernetes_rollback_returns_every_node_to_the_old_ca(make_sim_cluster, tmp_path, shape, stop):
+    cluster = make_sim_cluster(controlplanes=2, workers=2, talos_version=SHAPES[shape], kubelet_restart_delay=0.05)
+    rotation_dir = str(tmp_path / "rotation")
+    k8s_dir = os.path.join(rotation_dir, "kubernetes")
+    original = {node.name: kind_fields(node, "kubernetes") for node in cluster.nodes}
+    kubeconfig_before = read(cluster.kubeconfig_path)
+    variables = dict(KUBERNETES_ONLY, rotate_ca_kubeconfig=str(cluster.kubeconfig_path))
+    phases = ["accept"] if stop == "accept" else ["accept", "swap"]
+    forward = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_phases=phases))
+    assert forward.returncode == 0, forward.output[-6000:]
+    old = _pki.fingerprint(read(os.path.join(k8s_dir, "previous-ca.crt")))
+    new = _pki.fingerprint(read(os.path.join(k8s_dir, "ca.crt")))
+    assert os.stat(os.path.join(k8s_dir, "previous-ca.key")).st_mode & 0o777 == 0o600
+
+    configs = configs_of(cluster)
+    dry = run_playbook(cluster, rotation_dir, "--check", "-v", extra_vars=dict(variables, rotate_ca_rollback=True))
+    assert dry.returncode == 0, dry.output[-6000:]
+    assert configs_of(cluster) == configs and os.path.isdir(k8s_dir)
+    assert "kubernetes rollback_accept: %s -> pending" % ("swapped" if stop == "swap" else "accepted") in dry.output
+
+    back = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_rollback=True))
+    assert back.returncode == 0, back.output[-6000:]
+    assert_on_old_ca_alone(cluster, "kubernetes", old, new, original)
+    assert read(cluster.kubeconfig_path) == kubeconfig_before
+    folder = rolled_back_folder(rotation_dir, "kubernetes")
+    old_ca_pem = read(os.path.join(folder, "previous-ca.crt"))
+    # The kubeconfig from before the rotation works against every node's old-CA serving certificate; the new CA's is refused.
+    assert_kubeconfig(cluster, cluster.kubeconfig_path, works=True, server_ca=old_ca_pem)
+    if stop == "swap":
+        assert "new-CA kubeconfig refused" in back.output
+        assert_kubeconfig(cluster, os.path.join(folder, "new-ca-kubeconfig"), works=False, server_ca=old_ca_pem)
+    entries = audit_log(folder)
+    assert entries[-1]["event"] == "rotation_rolled_back"
+    assert_patch_order(entries, {node.address for node in cluster.controlplanes})
+
+    configs = configs_of(cluster)
+    again = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_rollback=True))
+    assert again.returncode == 0, again.output[-6000:]
+    assert all(counts["changed"] == 0 for counts in again.recap.values()), again.recap
+    assert configs_of(cluster) == configs
+
+
+def test_kubernetes_rollback_refused_after_remove_then_finishing_works(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=1, workers=2, talos_version="v1.15.0", kubelet_restart_delay=0.05)
+    rotation_dir = str(tmp_path / "rotation")
+    variables = dict(KUBERNETES_ONLY, rotate_ca_kubeconfig=str(cluster.kubeconfig_path))
+    with open(cluster.inventory_path, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    controlplane = list(inventory["all"]["children"]["controlplane"]["hosts"])[0]
+    killed = run_playbook(cluster, rotation_dir, extra_vars=variables,
+                          kill_after="Remove | drop the old Kubernetes CA from the accepted CAs (control planes, one at a time)@%s" % controlplane)
+    assert killed.returncode != 0
+    configs = configs_of(cluster)
+
+    refused = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_rollback=True))
+    assert refused.returncode != 0
+    assert "cannot be rolled back" in refused.output and "rotate_ca_start_new" in refused.output
+    assert "Traceback" not in refused.output
+    assert configs_of(cluster) == configs
+
+    finish = run_playbook(cluster, rotation_dir, extra_vars=variables)
+    assert finish.returncode == 0, finish.output[-6000:]
+    new = _pki.fingerprint(read(os.path.join(rotation_dir, "kubernetes", "ca.crt")))
+    for node in cluster.nodes:
+        issuing, accepted = kind_fields(node, "kubernetes")
+        assert (issuing, accepted) in ((new, []), (None, [new]))
