@@ -12,12 +12,13 @@ import os
 import pytest
 import yaml
 
-from _playbook import node_ca_fields, pem_to_der, run_playbook
+from _playbook import cluster_private_keys, node_ca_fields, pem_to_der, private_key_needles, run_playbook
 from _talos_state import assert_credentials, old_ca_der_of
 
 from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 SHAPES = {"v1.13": "v1.13.4", "v1.15": "v1.15.0"}
 
@@ -271,3 +272,45 @@ def test_kubernetes_rollback_refused_after_remove_then_finishing_works(make_sim_
     for node in cluster.nodes:
         issuing, accepted = kind_fields(node, "kubernetes")
         assert (issuing, accepted) in ((new, []), (None, [new]))
+
+
+def test_both_cas_rolled_back_from_mid_swap_without_a_key_in_verbose_diff_output(make_sim_cluster, tmp_path):
+    """Both flows stopped inside the Kubernetes swap (the Talos API CA swapped), rolled back in one run at -vvv --diff."""
+    cluster = make_sim_cluster(controlplanes=2, workers=2, talos_version="v1.13.4", kubelet_restart_delay=0.05)
+    rotation_dir = str(tmp_path / "rotation")
+    variables = {"rotate_kubernetes": True, "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)}
+    original = {kind: {node.name: kind_fields(node, kind) for node in cluster.nodes} for kind in ("talos", "kubernetes")}
+    with open(cluster.inventory_path, encoding="utf-8") as handle:
+        inventory = yaml.safe_load(handle)
+    controlplane = list(inventory["all"]["children"]["controlplane"]["hosts"])[0]
+    killed = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_phases=["accept", "swap"]),
+                          kill_after="Swap | make the new Kubernetes CA the issuing CA, keep the old one accepted (control planes, one at a time)@%s"
+                          % controlplane)
+    assert killed.returncode != 0 and "PLAY RECAP" not in killed.output
+    fingerprints = {kind: (_pki.fingerprint(read(os.path.join(rotation_dir, kind, "previous-ca.crt"))),
+                           _pki.fingerprint(read(os.path.join(rotation_dir, kind, "ca.crt")))) for kind in ("talos", "kubernetes")}
+    issuing = {kind_fields(node, "kubernetes")[0] for node in cluster.controlplanes}
+    assert fingerprints["kubernetes"][1] in issuing, "no control plane swapped to the new Kubernetes CA before the kill"
+    keys = cluster_private_keys(cluster)
+    for kind in ("talos", "kubernetes"):
+        keys += [read(os.path.join(rotation_dir, kind, name)) for name in ("ca.key", "previous-ca.key")]
+    keys.append(TalosConfig.load(os.path.join(rotation_dir, "talos", "talosconfig")).get_context().key)
+
+    back = run_playbook(cluster, rotation_dir, "--diff", "-vvv", extra_vars=dict(variables, rotate_ca_rollback=True))
+    assert back.returncode == 0, back.output[-6000:]
+    for kind in ("talos", "kubernetes"):
+        assert_on_old_ca_alone(cluster, kind, *fingerprints[kind], original[kind])
+        assert entries_end_rolled_back(rolled_back_folder(rotation_dir, kind))
+    assert back.output.index("Rollback | the Kubernetes API CA rotation in progress") < back.output.index("Rollback | the rotation in progress")
+    assert_credentials(cluster, cluster.talosconfig_path, works=True)
+    old_k8s_ca = read(os.path.join(rolled_back_folder(rotation_dir, "kubernetes"), "previous-ca.crt"))
+    assert_kubeconfig(cluster, cluster.kubeconfig_path, works=True, server_ca=old_k8s_ca)
+    assert_kubeconfig(cluster, os.path.join(rolled_back_folder(rotation_dir, "kubernetes"), "new-ca-kubeconfig"), works=False,
+                      server_ca=old_k8s_ca)
+    needles = private_key_needles(*keys)
+    assert len(needles) > 40
+    assert not sorted(needle for needle in needles if needle in back.output), "private key material in the rollback's output"
+
+
+def entries_end_rolled_back(folder):
+    return audit_log(folder)[-1]["event"] == "rotation_rolled_back"

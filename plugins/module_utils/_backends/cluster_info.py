@@ -245,11 +245,11 @@ def _rollback_problems(nodes, rotations):
         swapped_controlplanes = sorted(node for node, facts in nodes.items() if facts["machine_type"] != "worker"
                                        and progress[node] == _rotation.SWAPPED)
         if swapped_controlplanes and not rotation.has_previous_ca_key:
+            key_path = rotation.file(_rotation_store.PREVIOUS_CA_KEY)
             problems.append("the %s CA rotation in %s holds no key of the CA being replaced (previous-ca.key), and the control "
                             "planes %s issue with the new CA: they cannot issue with the old one again. Finish the rotation "
                             "instead (run again without rotate_ca_rollback), or put the old CA's key from the cluster's "
-                            "secrets.yaml into %s (0600)." % (kind, rotation.path, _some(swapped_controlplanes),
-                                                               rotation.file(_rotation_store.PREVIOUS_CA_KEY)))
+                            "secrets.yaml into %s (0600)." % (kind, rotation.path, _some(swapped_controlplanes), key_path))
     return problems
 
 
