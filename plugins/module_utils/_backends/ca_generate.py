@@ -71,19 +71,17 @@ def run(params, check_mode=False, diff=False):
     if rotation is not None and params["start_new"]:
         result["archived"] = _archive_completed(rotation, params, check_mode)
         rotation = None if result["archived"] else rotation
-    if rotation is None:
+    resumed = rotation is not None
+    if not resumed:
         rotation = _create(params, check_mode)
         result.update(changed=True, throwaway=check_mode)
         rotation.record("ca_generated", ca_fingerprint=rotation.ca_fingerprint, previous_ca_fingerprint=rotation.previous_ca_fingerprint)
-    elif not rotation.has_previous_ca_key and params.get("previous_ca_source") and not check_mode:
-        # A rotation started before the old key was kept: keep it now if the cluster still issues with that CA.
-        key = _previous_ca_key(params, rotation.previous_ca_cert())
-        if key:
-            rotation.keep_previous_ca_key(key)
-            rotation.record("previous_ca_key_kept", previous_ca_fingerprint=rotation.previous_ca_fingerprint)
-            result["changed"] = True
     ca = rotation.ca()
     _pki.validate_ca(ca.crt, ca.key, what="rotation CA in %s" % rotation.path)
+    # A rotation started before the old key was kept: keep it now (once the rotation proved whole) if the cluster
+    # still issues with that CA.
+    if resumed and not rotation.has_previous_ca_key and params.get("previous_ca_source") and not check_mode:
+        result["changed"] |= _keep_previous_ca_key(rotation, params)
     result.update(rotation.facts(), ca=_pki.describe_certificate(ca.crt), previous_ca=_pki.describe_certificate(rotation.previous_ca_cert()))
     if params["talosconfig"]:
         result["talosconfig"] = _issue_talosconfig(params["talosconfig"], rotation, ca, check_mode)
@@ -145,6 +143,15 @@ def _create(params, check_mode):
     # The old CA's key lands with the new CA, before any node sees either: a rollback issues with it again.
     previous_key = None if check_mode else _previous_ca_key(params, previous_crt)
     return _rotation_store.create(path, params["kind"], previous_crt, new_ca, previous_ca_key=previous_key)
+
+
+def _keep_previous_ca_key(rotation, params):
+    key = _previous_ca_key(params, rotation.previous_ca_cert())
+    if not key:
+        return False
+    rotation.keep_previous_ca_key(key)
+    rotation.record("previous_ca_key_kept", previous_ca_fingerprint=rotation.previous_ca_fingerprint)
+    return True
 
 
 def _previous_ca_key(params, previous_crt):
