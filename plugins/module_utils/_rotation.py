@@ -28,6 +28,15 @@ comes first, so the list's order tells the phases apart:
 The reorder in the swap matters beyond bookkeeping: it changes the node's CA bundle, so the
 kubelet restarts and takes a client certificate from the new issuing CA before any control
 plane stops accepting the old one.
+
+A rollback takes a node back to OLD alone, in two reverse phases, from anywhere before REMOVED
+(once OLD is no longer accepted somewhere, clients of OLD are already refused there: going
+back is a new rotation, not a rollback):
+
+  rollback_swap    OLD issues again, NEW stays accepted    issuing OLD, accepted ... + NEW
+  rollback_accept  NEW is no longer accepted               issuing OLD, accepted ...
+
+Each only moves a node backward; a node already further back is left as it is.
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ PHASES = ("accept", "swap", "remove")
 PENDING, ACCEPTED, SWAPPED, REMOVED, FOREIGN = "pending", "accepted", "swapped", "removed", "foreign"
 PROGRESS = (PENDING, ACCEPTED, SWAPPED, REMOVED)
 PHASE_REACHES = {"accept": ACCEPTED, "swap": SWAPPED, "remove": REMOVED}
+# The rollback's phases, in the order they run, and the progress each takes a node back to.
+ROLLBACK_PHASES = ("rollback_swap", "rollback_accept")
+ROLLBACK_REACHES = {"rollback_swap": ACCEPTED, "rollback_accept": PENDING}
 
 
 class NodeCAs(NamedTuple):
@@ -97,19 +109,7 @@ def desired_state(phase, node_cas, old, new, node="node", preview=False, remove_
 def _desired_state(phase, node_cas, old, new, node, remove_strays=False):
     if phase not in PHASES:
         raise RotationStateError("unknown phase %r: use one of %s." % (phase, ", ".join(PHASES)))
-    if old == new:
-        raise RotationStateError("the new CA is the CA being replaced (%s): generate a new CA for this rotation." % new[:16])
-    where = progress(node_cas, old, new)
-    if where == FOREIGN and node_cas.issuing is None:
-        raise RotationStateError(
-            "%s has no issuing CA field and accepts neither the CA being replaced (%s) nor the new CA (%s). The rotation "
-            "directory belongs to another cluster or rotation, or the node was changed by hand: check the node's machine "
-            "config and the rotation directory before going on." % (node, old[:16], new[:16]))
-    if where == FOREIGN:
-        raise RotationStateError(
-            "%s: its issuing CA (%s) is neither the CA being replaced (%s) nor the new CA (%s). The rotation directory "
-            "belongs to another cluster or rotation, or the node was changed by hand: check the node's machine config "
-            "and the rotation directory before going on." % (node, node_cas.issuing[:16], old[:16], new[:16]))
+    where = _known_progress(node_cas, old, new, node)
     target = PHASE_REACHES[phase]
     others = () if remove_strays else strays(node_cas, old, new)
     if where == REMOVED and remove_strays:
@@ -132,3 +132,59 @@ def _desired_state(phase, node_cas, old, new, node, remove_strays=False):
     if phase == "swap":
         return new, others + (old,)
     return new, others
+
+
+def _known_progress(node_cas, old, new, node):
+    """The node's progress; refused when the node is on neither CA of the rotation."""
+    if old == new:
+        raise RotationStateError("the new CA is the CA being replaced (%s): generate a new CA for this rotation." % new[:16])
+    where = progress(node_cas, old, new)
+    if where == FOREIGN and node_cas.issuing is None:
+        raise RotationStateError(
+            "%s has no issuing CA field and accepts neither the CA being replaced (%s) nor the new CA (%s). The rotation "
+            "directory belongs to another cluster or rotation, or the node was changed by hand: check the node's machine "
+            "config and the rotation directory before going on." % (node, old[:16], new[:16]))
+    if where == FOREIGN:
+        raise RotationStateError(
+            "%s: its issuing CA (%s) is neither the CA being replaced (%s) nor the new CA (%s). The rotation directory "
+            "belongs to another cluster or rotation, or the node was changed by hand: check the node's machine config "
+            "and the rotation directory before going on." % (node, node_cas.issuing[:16], old[:16], new[:16]))
+    return where
+
+
+def rollback_blockers(progress_by_node):
+    """The nodes where the rotation has gone past the point of no return (the old CA removed): a rollback is refused."""
+    return sorted(node for node, where in progress_by_node.items() if where == REMOVED)
+
+
+def rollback_state(phase, node_cas, old, new, node="node", preview=False):
+    """The CA fields a node must have after the rollback phase `phase`, as (issuing, accepted) fingerprints.
+
+    OLD and NEW are the rotation's (OLD is the CA the rollback returns to). Raises RotationStateError when the node
+    cannot be rolled back (the old CA removed, or on neither CA), or when `rollback_accept` finds the new CA still
+    issuing: the swap must be rolled back first, or the node would stop trusting the certificates it serves with.
+    With `preview` (check mode), `rollback_swap` is applied first, so the result is where a real run would end.
+    """
+    if phase not in ROLLBACK_PHASES:
+        raise RotationStateError("unknown rollback phase %r: use one of %s." % (phase, ", ".join(ROLLBACK_PHASES)))
+    if preview and phase == "rollback_accept":
+        node_cas = NodeCAs(*rollback_state("rollback_swap", node_cas, old, new, node))
+    where = _known_progress(node_cas, old, new, node)
+    if where == REMOVED:
+        raise RotationStateError(
+            "%s no longer accepts the CA being replaced (%s): the remove phase has run there, and clients of that CA are "
+            "refused already, so there is no rolling back. Finish this rotation (run again without rotate_ca_rollback); to "
+            "leave its CA, start a new rotation afterwards (rotate_ca_start_new=true)." % (node, old[:16]))
+    if PROGRESS.index(where) <= PROGRESS.index(ROLLBACK_REACHES[phase]):
+        return node_cas.issuing, node_cas.accepted
+    if where == SWAPPED and phase == "rollback_accept":
+        raise RotationStateError(
+            "%s still issues with the new CA (it is at '%s'): roll back the swap before dropping the new CA, or the node "
+            "would stop trusting its own certificates." % (node, where))
+    others = strays(node_cas, old, new)
+    if phase == "rollback_swap":
+        # Back to where the accept phase left the node: OLD in the issuing role, NEW accepted last.
+        if node_cas.issuing is None:
+            return None, (old,) + others + (new,)
+        return old, others + (new,)
+    return node_cas.issuing, tuple(fp for fp in node_cas.accepted if fp != new)

@@ -8,7 +8,8 @@ Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
 
   <dir>/ca.crt            the new CA
   <dir>/ca.key            its key, under the PEM label Talos writes
-  <dir>/previous-ca.crt   the CA being replaced (certificate only)
+  <dir>/previous-ca.crt   the CA being replaced
+  <dir>/previous-ca.key   its key, kept for a rollback (control planes issue with it again)
   <dir>/rotation.json     kind, fingerprints, creation time (no key material)
   <dir>/audit.jsonl       one JSON line per CA operation: time, event, node, phase, fingerprints (no key material)
 
@@ -34,6 +35,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._redact import redact
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 PREVIOUS_CA_CERT = "previous-ca.crt"
+PREVIOUS_CA_KEY = "previous-ca.key"
 STATE_FILE = "rotation.json"
 AUDIT_LOG = "audit.jsonl"
 FORMAT_VERSION = 1
@@ -44,6 +46,7 @@ LOCK_FILE = "rotation.lock"
 ROTATION_KINDS = ("talos", "kubernetes")
 ARCHIVED_SUFFIX = ".archived-"
 STAGING_SUFFIX = ".staging-"
+ROLLED_BACK_SUFFIX = ".rolled-back-"
 
 
 class Rotation:
@@ -78,6 +81,28 @@ class Rotation:
     def previous_ca_cert(self):
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 
+    @property
+    def has_previous_ca_key(self):
+        return os.path.isfile(self.file(PREVIOUS_CA_KEY))
+
+    def previous_ca(self):
+        """The CA being replaced with its key (PEM bytes), validated as a pair: what a rollback issues with again."""
+        if not self.has_previous_ca_key:
+            raise RotationStateError(
+                "%s holds no key of the CA being replaced (%s): the rotation was started by a version of this collection that "
+                "did not keep it, so control planes cannot issue with that CA again. Finish the rotation instead (run again "
+                "without rotate_ca_rollback), or put the old CA's key from the cluster's secrets.yaml into %s (0600)." % (
+                    self.path, PREVIOUS_CA_KEY, self.file(PREVIOUS_CA_KEY)))
+        crt = self.previous_ca_cert()
+        key = _files.read_bytes(self.file(PREVIOUS_CA_KEY), "previous CA key")
+        _pki.check_key_pair(crt, key, what="previous CA in %s" % self.path)
+        return _pki.CertAndKey(crt, key)
+
+    def keep_previous_ca_key(self, key):
+        """Store the key of the CA being replaced (0600, sealed like the rest) once it is checked against its certificate."""
+        _pki.check_key_pair(self.previous_ca_cert(), key, what="previous CA key for %s" % self.path)
+        _files.atomic_write(self.file(PREVIOUS_CA_KEY), key)
+
     def record(self, event, **fields):
         """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys);
         text in them is redacted all the same (an error a node sent may quote its config).
@@ -100,6 +125,7 @@ class Rotation:
             "ca_cert_path": self.file(CA_CERT),
             "ca_key_path": self.file(CA_KEY),
             "previous_ca_cert_path": self.file(PREVIOUS_CA_CERT),
+            "previous_ca_key_kept": self.has_previous_ca_key,
             "ca_fingerprint": self.ca_fingerprint,
             "previous_ca_fingerprint": self.previous_ca_fingerprint,
             "created": self.state["created"],
@@ -140,7 +166,7 @@ def is_rotation_folder_entry(name):
     """Whether `name`, an entry of a rotation folder, is one the collection writes there."""
     if name == LOCK_FILE or name in ROTATION_KINDS:
         return True
-    return any(name.startswith(kind + ARCHIVED_SUFFIX) or name.startswith(".%s%s" % (kind, STAGING_SUFFIX)) for kind in ROTATION_KINDS)
+    return any(name.startswith(kind + ARCHIVED_SUFFIX) or name.startswith(kind + ROLLED_BACK_SUFFIX) or name.startswith(".%s%s" % (kind, STAGING_SUFFIX)) for kind in ROTATION_KINDS)
 
 
 def check_rotation_folder(path):
@@ -170,8 +196,8 @@ def check_rotation_folder(path):
             "or make this one yours and private (chmod 0700); nothing was changed." % (path, stat.S_IMODE(facts.st_mode), facts.st_uid))
 
 
-def create(path, kind, previous_ca_crt, new_ca):
-    """Persist a new rotation atomically: key and certificates land together, 0600, before anyone uses them."""
+def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
+    """Persist a new rotation atomically: keys and certificates land together, 0600, before anyone uses them."""
     if load(path) is not None:
         raise RotationStateError("%s already holds a rotation: resume it, or archive it to start a new one." % path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -189,6 +215,8 @@ def create(path, kind, previous_ca_crt, new_ca):
         _files.atomic_write(os.path.join(staging, CA_KEY), new_ca.key)
         _files.atomic_write(os.path.join(staging, CA_CERT), new_ca.crt)
         _files.atomic_write(os.path.join(staging, PREVIOUS_CA_CERT), previous_ca_crt)
+        if previous_ca_key:
+            _files.atomic_write(os.path.join(staging, PREVIOUS_CA_KEY), previous_ca_key)
         _files.atomic_write(os.path.join(staging, STATE_FILE), (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
@@ -206,8 +234,17 @@ def create(path, kind, previous_ca_crt, new_ca):
 
 def archive(path):
     """Move a finished rotation aside (<path>.archived-<UTC time>) so a new one can start."""
+    return _move_aside(path, ARCHIVED_SUFFIX)
+
+
+def mark_rolled_back(path):
+    """Move a rolled-back rotation aside (<path>.rolled-back-<UTC time>): kept for the record, never resumed."""
+    return _move_aside(path, ROLLED_BACK_SUFFIX)
+
+
+def _move_aside(path, suffix):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = "%s%s%s" % (path.rstrip(os.sep), ARCHIVED_SUFFIX, stamp)
+    target = "%s%s%s" % (path.rstrip(os.sep), suffix, stamp)
     os.rename(path, target)
     return target
 

@@ -132,6 +132,34 @@ options:
       - Return the new CA's private key as RV(ca_key). The whole task result is then hidden from output and logs.
     type: bool
     default: false
+  previous_ca_source:
+    description:
+      - Where to read the key of the CA being replaced - the root secrets of a control plane reached through this
+        talosconfig. When given, the key is kept in O(path) as C(previous-ca.key) (0600, vault-encrypted like the new CA's
+        key) together with the new CA, before any node sees it, so that a rollback can make the previous CA issue again.
+      - For a rotation that was created without it, the key is added on a later run while the cluster still issues with
+        the previous CA. Nothing is read in check mode.
+    type: dict
+    suboptions:
+      talosconfig:
+        description: The talosconfig whose credentials the endpoints trust now.
+        type: path
+        required: true
+      context:
+        description: Its context; the current one when omitted.
+        type: str
+      endpoints:
+        description: Control-plane endpoints; the context's when omitted.
+        type: list
+        elements: str
+  rolled_back:
+    description:
+      - Mark the rotation in O(path) as rolled back - append C(rotation_rolled_back) to its audit log and move the folder to
+        C(<path>.rolled-back-<UTC time>), where it is kept and never resumed. Only once every node is back on the previous CA
+        alone (the M(talosops.pki.talos_machine_patch) rollback phases and a verification). Fails when O(path) holds no
+        rotation. In check mode the new name is only reported.
+    type: bool
+    default: false
 seealso:
   - module: talosops.pki.talos_machine_patch
 author:
@@ -160,6 +188,12 @@ EXAMPLES = r"""
       context: prod
       endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     secrets_file: ~/clusters/prod/secrets.yaml
+
+- name: After a rollback, keep the rotation folder as <path>.rolled-back-<time>
+  talosops.pki.talos_ca_generate:
+    path: /var/lib/talos-rotation/talos
+    create: false
+    rolled_back: true
 """
 
 RETURN = r"""
@@ -186,6 +220,14 @@ ca_key_path:
 previous_ca_cert_path:
   description: Path of the certificate of the CA being replaced.
   returned: always
+  type: str
+previous_ca_key_kept:
+  description: Whether the key of the CA being replaced is kept in O(path) (C(previous-ca.key)), as a rollback needs.
+  returned: always
+  type: bool
+rolled_back_to:
+  description: Where the rotation folder was (or, in check mode, would be) moved by O(rolled_back=true).
+  returned: when O(rolled_back=true)
   type: str
 ca_fingerprint:
   description: SHA-256 fingerprint of the new CA.

@@ -103,6 +103,13 @@ options:
       - Inventory names by node address, so that a refusal names each node as the inventory does, with its address.
     type: dict
     default: {}
+  rollback:
+    description:
+      - The run will roll back the rotations of O(rotation_dirs). Fails (before any change) when a node of one of them is past
+        the remove phase (it no longer accepts the CA being replaced), or when control planes issue with the new CA and the
+        rotation directory holds no key of the CA being replaced.
+    type: bool
+    default: false
 author:
   - talosops.pki contributors (@talosops)
 """

@@ -49,9 +49,13 @@ options:
   phase:
     description:
       - Rotation phase whose state the node must reach.
+      - V(rollback_swap) and V(rollback_accept) take the node back towards the previous CA alone - the previous CA issues
+        again with the new one still accepted, then the new CA is dropped. They only move a node backward, and refuse a node
+        that no longer accepts the previous CA (the remove phase ran there). On a control plane the swap back issues with
+        the previous CA's key kept in O(rotation_dir) by M(talosops.pki.talos_ca_generate).
     type: str
     required: true
-    choices: [accept, swap, remove]
+    choices: [accept, swap, remove, rollback_swap, rollback_accept]
   ca:
     description:
       - Which CA the rotation replaces - the Talos API CA or the Kubernetes API CA.
@@ -126,6 +130,16 @@ EXAMPLES = r"""
     rotation_dir: /var/lib/talos-rotation/kubernetes
     wait_kubelet: true
     kubelet_timeout: 120
+
+- name: Roll back - make the previous Talos CA the issuing CA again, the new one still accepted
+  talosops.pki.talos_machine_patch:
+    talosconfig: /var/lib/talos-rotation/talos/previous-talosconfig
+    server_ca:
+      - /var/lib/talos-rotation/talos/previous-ca.crt
+      - /var/lib/talos-rotation/talos/ca.crt
+    node: 10.5.0.3
+    phase: rollback_swap
+    rotation_dir: /var/lib/talos-rotation/talos
 """
 
 RETURN = r"""

@@ -11,7 +11,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Ku
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 # Files of the rotation directory that hold a key by design; everything else there must not.
-KEY_FILES = {"ca.key", "talosconfig", "previous-talosconfig", "kubeconfig", "previous-kubeconfig"}
+KEY_FILES = {"ca.key", "previous-ca.key", "talosconfig", "previous-talosconfig", "kubeconfig", "previous-kubeconfig", "new-ca-kubeconfig"}
 
 
 def all_private_keys(cluster, rotation_dir):

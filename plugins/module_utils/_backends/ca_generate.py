@@ -11,6 +11,8 @@ import os
 import tempfile
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils._auth import Target
+from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle, TalosConfig, TalosContext
 
@@ -43,6 +45,16 @@ ARGUMENT_SPEC = _files.with_encryption({
         },
     },
     "return_key": {"type": "bool", "default": False},
+    # Where the key of the CA being replaced is read (a control plane's root secrets), to keep it for a rollback.
+    "previous_ca_source": {
+        "type": "dict",
+        "options": {
+            "talosconfig": {"type": "path", "required": True},
+            "context": {"type": "str"},
+            "endpoints": {"type": "list", "elements": "str"},
+        },
+    },
+    "rolled_back": {"type": "bool", "default": False},
 })
 
 # A client certificate closer than this to expiry is reissued on the next run.
@@ -56,16 +68,23 @@ WARN_BELOW_HOURS = 8760
 def run(params, check_mode=False, diff=False):
     warnings = check_validity(params)
     rotation = _rotation_store.load(params["path"], kind=params["kind"])
+    if params.get("rolled_back"):
+        return _mark_rolled_back(rotation, params, check_mode)
     result = {"changed": False, "throwaway": False, "archived": None}
     if rotation is not None and params["start_new"]:
         result["archived"] = _archive_completed(rotation, params, check_mode)
         rotation = None if result["archived"] else rotation
-    if rotation is None:
+    resumed = rotation is not None
+    if not resumed:
         rotation = _create(params, check_mode)
         result.update(changed=True, throwaway=check_mode)
         rotation.record("ca_generated", ca_fingerprint=rotation.ca_fingerprint, previous_ca_fingerprint=rotation.previous_ca_fingerprint)
     ca = rotation.ca()
     _pki.validate_ca(ca.crt, ca.key, what="rotation CA in %s" % rotation.path)
+    # A rotation started before the old key was kept: keep it now (once the rotation proved whole) if the cluster
+    # still issues with that CA.
+    if resumed and not rotation.has_previous_ca_key and params.get("previous_ca_source") and not check_mode:
+        result["changed"] |= _keep_previous_ca_key(rotation, params)
     result.update(rotation.facts(), ca=_pki.describe_certificate(ca.crt), previous_ca=_pki.describe_certificate(rotation.previous_ca_cert()))
     if params["talosconfig"]:
         result["talosconfig"] = _issue_talosconfig(params["talosconfig"], rotation, ca, check_mode)
@@ -155,7 +174,49 @@ def _create(params, check_mode):
     # Check mode must not touch the rotation directory, yet later dry runs need a CA with a key:
     # a throwaway CA no node will ever trust goes to a private temp dir instead.
     path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
-    return _rotation_store.create(path, params["kind"], _pki.split_pem_certificates(previous)[0], new_ca)
+    previous_crt = _pki.split_pem_certificates(previous)[0]
+    # The old CA's key lands with the new CA, before any node sees either: a rollback issues with it again.
+    previous_key = None if check_mode else _previous_ca_key(params, previous_crt)
+    return _rotation_store.create(path, params["kind"], previous_crt, new_ca, previous_ca_key=previous_key)
+
+
+def _keep_previous_ca_key(rotation, params):
+    key = _previous_ca_key(params, rotation.previous_ca_cert())
+    if not key:
+        return False
+    rotation.keep_previous_ca_key(key)
+    rotation.record("previous_ca_key_kept", previous_ca_fingerprint=rotation.previous_ca_fingerprint)
+    return True
+
+
+def _previous_ca_key(params, previous_crt):
+    """The key of the CA being replaced, from the root secrets the endpoint (a control plane) holds; None without a
+    source, or when the endpoint no longer issues with that CA (it has swapped)."""
+    source = params.get("previous_ca_source")
+    if not source:
+        return None
+    root = run_async(_read_root(Target(source), params["kind"]))
+    issuing = (root or {}).get("issuing_ca") or {}
+    if not issuing.get("key") or _pki.fingerprint(issuing["crt"]) != _pki.fingerprint(previous_crt):
+        return None
+    return issuing["key"]
+
+
+async def _read_root(target, kind):
+    async with target.client() as client:
+        return await (client.os_root() if kind == "talos" else client.kubernetes_root())
+
+
+def _mark_rolled_back(rotation, params, check_mode):
+    """Keep a rolled-back rotation as <path>.rolled-back-<time>: its CA is trusted nowhere any more, and it is never resumed."""
+    if rotation is None:
+        raise RotationStateError("rolled_back was asked but %s holds no %s CA rotation: there is nothing to mark as rolled back "
+                                 "(a rotation already rolled back was moved to %s.rolled-back-<time>)." % (params["path"], params["kind"], params["path"]))
+    facts = dict(rotation.facts(), changed=True, throwaway=False, archived=None)
+    if check_mode:
+        return dict(facts, rolled_back_to=rotation.path + ".rolled-back-<time>")
+    rotation.record("rotation_rolled_back", ca_fingerprint=rotation.ca_fingerprint, previous_ca_fingerprint=rotation.previous_ca_fingerprint)
+    return dict(facts, rolled_back_to=_rotation_store.mark_rolled_back(rotation.path))
 
 
 def _issue_talosconfig(options, rotation, ca, check_mode):

@@ -34,6 +34,7 @@ ARGUMENT_SPEC = with_auth({
     "kubeconfig": {"type": "path"},
     "remove_stray_cas": {"type": "bool", "default": False},
     "node_names": {"type": "dict", "default": {}},
+    "rollback": {"type": "bool", "default": False},
 })
 
 KINDS = ("talos", "kubernetes")
@@ -66,6 +67,8 @@ def run(params, check_mode=False, diff=False):
     rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
     cluster = run_async(_gather(params, target, nodes))
     problems = _check(cluster, params, rotations)
+    if params.get("rollback"):
+        problems.extend(_rollback_problems(cluster["nodes"], rotations))
     problems.extend(_shared_addresses(cluster, params, target.endpoints))
     if bundle is not None:
         problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
@@ -332,6 +335,32 @@ def _mixed_clusters(nodes, params):
         described.append("cluster %s (id digest %s): %s" % (name, cluster_id, _some([node_label(node, params) for node in members])))
     return ["the inventory mixes nodes of %d different clusters (by cluster id in their machine configs): %s. %s" % (
         len(by_cluster), "; ".join(described), _ONE_CLUSTER_PER_RUN)]
+
+
+def _rollback_problems(nodes, rotations):
+    """A rollback starts only where it can finish: no node past the remove phase, and the old CA's key at hand."""
+    problems = []
+    for kind, rotation in rotations.items():
+        if rotation is None:
+            continue
+        progress = {node: facts[kind].get("progress") for node, facts in nodes.items()}
+        removed = _rotation.rollback_blockers(progress)
+        if removed:
+            problems.append("the %s CA rotation in %s cannot be rolled back: the remove phase has run on %s, which no longer "
+                            "accept%s the CA being replaced (%s), so its clients are refused there already. Finish the rotation "
+                            "instead (run again without rotate_ca_rollback); to leave its new CA, start a new rotation once it "
+                            "has completed (rotate_ca_start_new=true)." % (
+                                kind, rotation.path, _some(removed), "s" if len(removed) == 1 else "",
+                                rotation.previous_ca_fingerprint[:16]))
+        swapped_controlplanes = sorted(node for node, facts in nodes.items() if facts["machine_type"] != "worker"
+                                       and progress[node] == _rotation.SWAPPED)
+        if swapped_controlplanes and not rotation.has_previous_ca_key:
+            key_path = rotation.file(_rotation_store.PREVIOUS_CA_KEY)
+            problems.append("the %s CA rotation in %s holds no key of the CA being replaced (previous-ca.key), and the control "
+                            "planes %s issue with the new CA: they cannot issue with the old one again. Finish the rotation "
+                            "instead (run again without rotate_ca_rollback), or put the old CA's key from the cluster's "
+                            "secrets.yaml into %s (0600)." % (kind, rotation.path, _some(swapped_controlplanes), key_path))
+    return problems
 
 
 def _stray_cas(cluster, kinds, rotations, certificates):

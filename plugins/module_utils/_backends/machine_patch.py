@@ -2,7 +2,7 @@
 # Copyright (c) talosops.pki contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # PRIVATE to talosops.pki: may change at any time.
-"""talos_machine_patch: bring one node's CA fields to the state of one rotation phase."""
+"""talos_machine_patch: bring one node's CA fields to the state of one rotation phase (or rollback phase)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
 
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "node": {"type": "str", "required": True},
-    "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES)},
+    "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES) + list(_rotation.ROLLBACK_PHASES)},
     "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
     "rotation_dir": {"type": "path", "required": True},
     "machine_type": {"type": "str", "choices": ["controlplane", "worker"]},
@@ -66,8 +66,12 @@ async def _patch(params, target, rotation, check_mode, diff):
         _check_machine_type(node, config.machine_type, params["machine_type"])
         current = config.get_ca(kind)
         before = _node_cas(current)
-        issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
-                                                    node=node, preview=check_mode, remove_strays=params["remove_stray_cas"])
+        if phase in _rotation.ROLLBACK_PHASES:
+            issuing, accepted = _rotation.rollback_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
+                                                         node=node, preview=check_mode)
+        else:
+            issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
+                                                        node=node, preview=check_mode, remove_strays=params["remove_stray_cas"])
         result = {
             "node": node,
             "machine_type": config.machine_type,
@@ -85,6 +89,9 @@ async def _patch(params, target, rotation, check_mode, diff):
         control_plane = config.machine_type != "worker"
         if issuing == rotation.ca_fingerprint and before.issuing != issuing:
             issuing_key = new_ca.key if control_plane else None  # workers never hold a CA key
+        elif issuing == rotation.previous_ca_fingerprint and before.issuing != issuing:
+            # A rollback's swap back: the old CA issues again, with the key kept in the rotation directory.
+            issuing_key = rotation.previous_ca().key if control_plane else None
         else:
             issuing_key = current.issuing_key
         # A node without an issuing CA field (v1.14+ worker, Kubernetes CA) keeps that shape: issuing stays None.

@@ -108,10 +108,11 @@ def test_an_existing_folder_keeps_its_mode(tmp_path):
     assert mode(home) == 0o755
 
 
-FOLDER_CONTENTS = [[], ["rotation.lock"], ["talos", "kubernetes", "talos.archived-20260101T000000Z"], [".kubernetes.staging-abc123"]]
+FOLDER_CONTENTS = [[], ["rotation.lock"], ["talos", "kubernetes", "talos.archived-20260101T000000Z"], [".kubernetes.staging-abc123"],
+                   ["talos.rolled-back-20260101T000000Z", "kubernetes.rolled-back-20260102T000000Z"]]
 
 
-@pytest.mark.parametrize("entries", FOLDER_CONTENTS, ids=["empty", "lock", "rotations", "staging"])
+@pytest.mark.parametrize("entries", FOLDER_CONTENTS, ids=["empty", "lock", "rotations", "staging", "rolled-back"])
 def test_a_new_empty_or_rotation_folder_is_accepted(tmp_path, entries):
     folder = tmp_path / "rotation"
     folder.mkdir(mode=0o700)
