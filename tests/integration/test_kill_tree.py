@@ -16,8 +16,11 @@ import pytest
 from _playbook import lock_released, run_playbook, start_playbook
 from _talos_state import assert_credentials, assert_rotated, old_ca_der_of, read
 
+from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_lock
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
 # A node that is down for a while is retried that long (the role's default is 10 s): the kill comes first.
 VARIABLES = {"rotate_ca_retry_deadline": 60}
@@ -58,13 +61,13 @@ def wait_until(predicate, seconds, what):
         time.sleep(0.02)
 
 
-def mid_phase(cluster, rotation_dir, log):
+def mid_phase(cluster, rotation_dir, log, extra_vars=None):
     """A run whose workers' accept task is in flight: worker 1 retrying its refused apply, worker 2 slow. Returns it
     once worker 1 has refused a few attempts."""
     retrying, slow = cluster.node("talos-sim-worker-1"), cluster.node("talos-sim-worker-2")
     retrying.fail_next_applies(100000)
     slow.set_latency(SLOW)
-    run = start_playbook(cluster, rotation_dir, output=log, extra_vars=VARIABLES)
+    run = start_playbook(cluster, rotation_dir, output=log, extra_vars=dict(VARIABLES, **(extra_vars or {})))
     wait_until(lambda: retrying.apply_requests >= 3 or run.poll() is not None, 300, "worker 1 retries its apply")
     assert run.poll() is None, "the run ended before its workers' accept phase"
     assert retrying.applied_at == [] and any(node.applied_at for node in cluster.controlplanes)
@@ -93,16 +96,42 @@ def rerun_finishes(cluster, rotation_dir, old_ca, old_talosconfig):
     assert_credentials(cluster, str(old_talosconfig), works=False, server_ca=read(os.path.join(rotation_dir, "talos", "ca.crt")))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
-def test_no_apply_lands_after_the_playbook_is_killed_mid_phase_and_the_rerun_finishes(make_sim_cluster, tmp_path, signum):
-    cluster = make_sim_cluster(controlplanes=2, workers=2)
+def kubernetes_rerun_finishes(cluster, rotation_dir, extra_vars, old_kubeconfig):
+    cluster.node("talos-sim-worker-2").set_latency(0)
+    rerun = run_playbook(cluster, rotation_dir, extra_vars=dict(VARIABLES, **extra_vars))
+    assert rerun.returncode == 0, rerun.output[-6000:]
+    new_ca = read(os.path.join(rotation_dir, "kubernetes", "ca.crt"))
+    for node in cluster.nodes:
+        fields = MachineConfig.parse(node.config_bytes(), node.name).get_ca("kubernetes")
+        trusted = {_pki.fingerprint(crt) for crt in ((fields.issuing_crt,) if fields.issuing_crt else ()) + tuple(fields.accepted)}
+        assert trusted == {_pki.fingerprint(new_ca)}, "%s does not trust the new Kubernetes CA alone" % node.name
+    assert all(entry["ready"] for entry in cluster.kubernetes_nodes())
+    with _kubernetes.KubeAPI(Kubeconfig.load(cluster.kubeconfig_path).credentials()) as api:
+        assert api.nodes().kind == _kubernetes.OK
+    with _kubernetes.KubeAPI(Kubeconfig.load(str(old_kubeconfig)).credentials(), server_ca=new_ca) as api:
+        assert api.nodes().kind == _kubernetes.UNAUTHORIZED
+
+
+CASES = [("talos", signal.SIGKILL), ("talos", signal.SIGHUP), ("kubernetes", signal.SIGKILL), ("kubernetes", signal.SIGHUP)]
+
+
+@pytest.mark.parametrize("flow,signum", CASES, ids=["%s-%s" % (flow, signum.name) for flow, signum in CASES])
+def test_no_apply_lands_after_the_playbook_is_killed_mid_phase_and_the_rerun_finishes(make_sim_cluster, tmp_path, flow, signum):
+    if flow == "talos":
+        cluster = make_sim_cluster(controlplanes=2, workers=2)
+        extra_vars = {}
+    else:
+        # Each patch waits for the node's kubelet: the refused apply is retried inside that wait.
+        cluster = make_sim_cluster(controlplanes=2, workers=2, talos_version="v1.15.0", kubelet_restart_delay=0.05)
+        extra_vars = {"rotate_talos": False, "rotate_kubernetes": True, "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)}
     rotation_dir = str(tmp_path / "rotation")
     old_ca = old_ca_der_of(cluster)
-    old_talosconfig = tmp_path / "old-talosconfig"
+    old_talosconfig, old_kubeconfig = tmp_path / "old-talosconfig", tmp_path / "old-kubeconfig"
     old_talosconfig.write_bytes(read(cluster.talosconfig_path))
+    old_kubeconfig.write_bytes(read(cluster.kubeconfig_path))
 
     with open(tmp_path / "killed.log", "w", encoding="utf-8") as log:
-        run = mid_phase(cluster, rotation_dir, log)
+        run = mid_phase(cluster, rotation_dir, log, extra_vars)
         workers = children_of(run.pid)
         # The playbook's process group, as a terminal (SIGHUP) or a job runner (SIGKILL) signals it; workers are not in it.
         os.killpg(run.pid, signum)
@@ -115,7 +144,10 @@ def test_no_apply_lands_after_the_playbook_is_killed_mid_phase_and_the_rerun_fin
     assert late_applies(cluster, killed_at) == {}, "configurations landed more than %s s after the kill" % LATE
     assert not [pid for pid in workers if running(pid)], "workers of the killed run still run"
     assert lock_released(rotation_dir, seconds=10.0), "the lock was not released after the run's processes ended"
-    rerun_finishes(cluster, rotation_dir, old_ca, old_talosconfig)
+    if flow == "talos":
+        rerun_finishes(cluster, rotation_dir, old_ca, old_talosconfig)
+    else:
+        kubernetes_rerun_finishes(cluster, rotation_dir, extra_vars, old_kubeconfig)
 
 
 def test_the_lock_is_not_free_while_a_worker_of_the_killed_run_still_runs(make_sim_cluster, tmp_path):
