@@ -278,8 +278,9 @@ class RunGuard:
         try:
             self.pid = self._take_share() if self.folder else owner_pid()
             if not _is_ancestor(self.pid):
-                raise RotationStateError(self._gone("ansible-playbook pid %s, the run holding the rotation lock in %s, has ended "
-                                                    "or is not the run of this task" % (self.pid, self.folder)))
+                why = ("the run holding the rotation lock in %s, has ended or is not the run of this task" % self.folder
+                       if self.folder else "the run of this task, has ended")
+                raise RotationStateError(self._gone("ansible-playbook pid %s, %s" % (self.pid, why)))
             self._handle = _pidfd(self.pid)
             if self._handle is not None and not _is_ancestor(self.pid):
                 raise RotationStateError(self._gone("ansible-playbook pid %s has ended" % self.pid))  # ended before the pidfd
