@@ -20,15 +20,17 @@ import pytest
 from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_lock
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 
-# The stand-in ansible-playbook: takes the lock as its own (owner_pid is its pid), starts the worker, reports, waits.
+# The stand-in ansible-playbook: takes the lock as its own (owner_pid is its pid), starts the worker - itself (as the
+# action plugins run) or as the child of a middle process (as a module process runs under its worker) - reports, waits.
 PLAYBOOK = r"""
 import json, os, subprocess, sys, time
 from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_lock
 rotation_lock.owner_pid = os.getpid
-folder, mode = sys.argv[1], sys.argv[2]
+folder, mode, worker, depth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 held = rotation_lock.run({"path": folder, "wait": 0})
-worker = subprocess.Popen([sys.executable, "-c", sys.argv[3], folder, mode])
-print(json.dumps({"holder_pid": held["holder"]["holder_pid"], "worker_pid": worker.pid}), flush=True)
+middle = ["-c", "import subprocess, sys; subprocess.call(sys.argv[1:])", sys.executable] if depth == 2 else []
+subprocess.Popen([sys.executable] + middle + ["-c", worker, folder, mode])
+print(json.dumps({"holder_pid": held["holder"]["holder_pid"]}), flush=True)
 time.sleep(300)
 """
 
@@ -45,7 +47,7 @@ if mode == "survive":
     os.kill = no_kill
 with rotation_lock.RunGuard(folder) as guard:
     guard.check()
-    os.write(1, b"held\n")
+    os.write(1, b"held %d\n" % os.getpid())
     while guard.alive():
         time.sleep(0.02)
     try:
@@ -61,21 +63,20 @@ os.write(1, b"released\n")
 class Tree:
     """One stand-in playbook and its worker; everything left is killed at the end."""
 
-    def __init__(self, folder, mode):
+    def __init__(self, folder, mode, depth=1):
         self.folder = str(folder)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
         self.playbook = subprocess.Popen(  # pylint: disable=consider-using-with
-            [sys.executable, "-c", PLAYBOOK, self.folder, mode, WORKER], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True)
+            [sys.executable, "-c", PLAYBOOK, self.folder, mode, WORKER, str(depth)], env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
         self.lines = []
         self._seen = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        started = json.loads(self.read_line(lambda line: line.startswith("{")))
-        self.holder_pid, self.worker_pid = started["holder_pid"], started["worker_pid"]
+        self.holder_pid = json.loads(self.read_line(lambda line: line.startswith("{")))["holder_pid"]
+        self.worker_pid = int(self.read_line(lambda line: line.startswith("held ")).split()[1])
         # Handles on processes that are not our children: readable once they have ended.
         self.holder, self.worker = os.pidfd_open(self.holder_pid), os.pidfd_open(self.worker_pid)
-        self.read_line(lambda line: line == "held")
 
     def _read(self):
         for line in self.playbook.stdout:
@@ -119,8 +120,8 @@ class Tree:
 def fixture_tree(tmp_path):
     trees = []
 
-    def start(mode):
-        trees.append(Tree(tmp_path / "rotation", mode))
+    def start(mode, depth=1):
+        trees.append(Tree(tmp_path / "rotation", mode, depth))
         return trees[-1]
     yield start
     for started in trees:
@@ -135,9 +136,10 @@ def lock_file(tree):
     return os.path.join(tree.folder, rotation_lock.LOCK_FILE)
 
 
+@pytest.mark.parametrize("depth", [1, 2], ids=["worker", "module process under a worker"])
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
-def test_a_worker_is_killed_when_its_playbook_dies_and_only_then_the_lock_goes(tree, signum):
-    started = tree("kill")
+def test_a_worker_is_killed_when_its_playbook_dies_and_only_then_the_lock_goes(tree, signum, depth):
+    started = tree("kill", depth)
     killed_at = started.kill_playbook(signum)
     assert ended(started.worker, 5.0), "the worker outlived its playbook"
     assert time.monotonic() - killed_at < 5.0
