@@ -54,7 +54,7 @@ def run(params, check_mode=False, diff=False):
         result = run_async(_patch(params, target, rotation, check_mode, diff))
     else:
         # Applies only while the run that asked for them lives; the run's lock stays until this process is done.
-        with RunGuard(params["rotation_lock"]) as guard:
+        with RunGuard(params.get("rotation_lock")) as guard:
             result = run_async(_patch(params, target, rotation, check_mode, diff, guard=guard.check))
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
