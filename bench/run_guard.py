@@ -101,7 +101,7 @@ def main():
     parser.add_argument("--kills", type=int, default=10, help="killed process trees for the stop times")
     args = parser.parse_args()
     print("RunGuard enter+check+exit: %.1f us each (mean of %d)" % (enter_cost(args.enter), args.enter))
-    times = [kill_times() for _ in range(args.kills)]
+    times = [kill_times() for _run in range(args.kills)]
     for label, values in (("worker killed", [t[0] for t in times]), ("lock released", [t[1] for t in times])):
         print("after SIGKILL of the playbook, %s: median %.1f ms, max %.1f ms (%d runs)" % (
             label, statistics.median(values) * 1e3, max(values) * 1e3, len(values)))
