@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 
@@ -174,15 +175,21 @@ def append_line(path, line):
         os.close(handle)
 
 
+# Held by a thread while one of its private temporary directories exists. A process about to kill itself takes it
+# first (rotation_lock.RunGuard), so that the kill leaves no key file behind.
+PRIVATE_TEMPDIRS = threading.RLock()
+
+
 @contextlib.contextmanager
 def private_tempdir():
     """A 0700 temporary directory removed on exit, for key files that must touch disk briefly.
 
     ssl.SSLContext.load_cert_chain only reads files: keys go here and are gone right after.
     """
-    path = tempfile.mkdtemp(prefix="talosops-pki-")
-    try:
-        os.chmod(path, PRIVATE_DIR_MODE)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    with PRIVATE_TEMPDIRS:
+        path = tempfile.mkdtemp(prefix="talosops-pki-")
+        try:
+            os.chmod(path, PRIVATE_DIR_MODE)
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)

@@ -49,6 +49,8 @@ LOCK_FILE = "rotation.lock"
 # Every process of the run that can apply a configuration holds a shared flock on it (RunGuard).
 APPLIERS_FILE = "rotation.appliers"
 POLL_INTERVAL = 0.1
+# How long a guard about to kill its process waits for a private temporary directory (a key file on disk) to go first.
+KEY_FILES_GRACE = 5.0
 
 # Run by the holder process, with the locked file and the appliers file as inherited descriptors: once the process
 # given by pid ends and the last shared lock on the appliers file is gone (no process of the run can apply anything
@@ -344,7 +346,9 @@ class RunGuard:
             if stop in ready:
                 return
             if not self.alive():
-                # The run is gone: whatever this process does next, nobody asked for it any more.
+                # The run is gone: whatever this process does next, nobody asked for it any more. Not while a key sits in
+                # a private temporary directory (a TLS context being built takes milliseconds): the kill would leave it.
+                _files.PRIVATE_TEMPDIRS.acquire(timeout=KEY_FILES_GRACE)  # pylint: disable=consider-using-with
                 os.kill(os.getpid(), signal.SIGKILL)
                 return
 

@@ -48,6 +48,15 @@ if mode == "survive":
 with rotation_lock.RunGuard(folder) as guard:
     guard.check()
     os.write(1, b"held %d\n" % os.getpid())
+    if mode == "tempdir":  # a TLS context being built when the playbook dies: a key file on disk, for a moment
+        from ansible_collections.talosops.pki.plugins.module_utils import _files
+        with _files.private_tempdir() as private:
+            with open(os.path.join(private, "client.key"), "w") as key:
+                key.write("not really a key")
+            os.write(1, ("tempdir %s\n" % private).encode())
+            while guard.alive():
+                time.sleep(0.02)
+            time.sleep(0.5)
     while guard.alive():
         time.sleep(0.02)
     try:
@@ -145,6 +154,16 @@ def test_a_worker_is_killed_when_its_playbook_dies_and_only_then_the_lock_goes(t
     assert time.monotonic() - killed_at < 5.0
     assert ended(started.holder, 5.0), "the holder did not let go once the worker had ended"
     assert not os.path.exists(lock_file(started)) and not os.path.exists(started.folder)
+    assert "applied" not in started.lines
+
+
+def test_a_worker_is_not_killed_while_a_key_file_is_on_disk(tree):
+    started = tree("tempdir")
+    private = started.read_line(lambda line: line.startswith("tempdir ")).split(" ", 1)[1]
+    assert os.path.exists(os.path.join(private, "client.key"))
+    started.kill_playbook()
+    assert ended(started.worker, 10.0) and ended(started.holder, 5.0)
+    assert not os.path.exists(private), "the worker was killed with a key file on disk"
     assert "applied" not in started.lines
 
 
