@@ -75,9 +75,12 @@ else:
             pass
         time.sleep(0.2)
 fcntl.flock(appliers, fcntl.LOCK_EX)
+for name in (appliers_path, path):
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 try:
-    os.unlink(appliers_path)
-    os.unlink(path)
     for folder in folders:
         os.rmdir(folder)
 except OSError:

@@ -285,3 +285,15 @@ def _assert_not_shared(folder):
         raise
     finally:
         os.close(handle)
+
+
+def test_the_holder_still_lets_go_when_the_appliers_file_was_removed(tmp_path, monkeypatch):
+    playbook = subprocess.Popen(["sleep", "300"])  # pylint: disable=consider-using-with
+    monkeypatch.setattr(rotation_lock, "owner_pid", lambda: playbook.pid)
+    folder = tmp_path / "rotation"
+    holder_pid = rotation_lock.run({"path": str(folder), "wait": 0})["holder"]["holder_pid"]
+    os.unlink(folder / rotation_lock.APPLIERS_FILE)
+    playbook.kill()
+    playbook.wait()
+    os.waitpid(holder_pid, 0)
+    assert not folder.exists()  # lock file gone, and the folder the lock made
