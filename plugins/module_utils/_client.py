@@ -219,6 +219,7 @@ class _Call(NamedTuple):
     timeout: float | None
     retry_codes: frozenset
     hints: dict
+    guard: object = None  # called right before each attempt is sent (every retry, every endpoint); raises to stop it
 
 
 class TalosClient:
@@ -291,8 +292,12 @@ class TalosClient:
                                         "resource.config.MachineConfigSpec", "the active machine config")
         return spec.yaml_marshalled
 
-    async def apply_configuration(self, data, node=None, *, mode="no_reboot", dry_run=False, try_timeout=None):
-        """Apply a full machine configuration. `mode` is one of APPLY_MODES; "reboot" only when asked for."""
+    async def apply_configuration(self, data, node=None, *, mode="no_reboot", dry_run=False, try_timeout=None, guard=None):
+        """Apply a full machine configuration. `mode` is one of APPLY_MODES; "reboot" only when asked for.
+
+        `guard`, if given, is called right before the request goes out, on every attempt: what it raises stops the call
+        with nothing sent (the run that asked for the change has ended: see rotation_lock.RunGuard).
+        """
         if mode not in APPLY_MODES:
             raise ValueError("apply mode must be one of %s, not %r" % (", ".join(sorted(APPLY_MODES)), mode))
         if isinstance(data, str):
@@ -308,7 +313,7 @@ class TalosClient:
             hints[UNIMPLEMENTED] = (UnsupportedVersionError, "this Talos version no longer supports apply mode reboot "
                                                              "(removed in v1.14): use mode auto or no_reboot")
         call = self._call(_APPLY, request, node, "ApplyConfiguration (%s%s)" % (mode, ", dry run" if dry_run else ""),
-                          retry_codes=frozenset((UNAVAILABLE, FAILED_PRECONDITION)), hints=hints)
+                          retry_codes=frozenset((UNAVAILABLE, FAILED_PRECONDITION)), hints=hints, guard=guard)
         reply = await self._unary(call)
         if not reply.messages:
             return {"mode": mode, "mode_details": "", "warnings": []}
@@ -382,12 +387,13 @@ class TalosClient:
 
     # --- calls, retries and failover -----------------------------------------------------------
 
-    def _call(self, path, request, node, what, *, timeout=_CALL_TIMEOUT, retry_codes=frozenset((UNAVAILABLE,)), hints=None):
+    def _call(self, path, request, node, what, *, timeout=_CALL_TIMEOUT, retry_codes=frozenset((UNAVAILABLE,)), hints=None,
+              guard=None):
         if node is not None and (not isinstance(node, str) or not node.strip()):
             raise ValueError("node must be a non-empty address or host name, not %r" % (node,))
         if timeout is _CALL_TIMEOUT:
             timeout = self.call_timeout
-        return _Call(path, request, node, what, timeout, retry_codes, hints or {})
+        return _Call(path, request, node, what, timeout, retry_codes, hints or {}, guard)
 
     async def _unary(self, call):
         async with contextlib.aclosing(self._messages(call)) as replies:
@@ -471,6 +477,8 @@ class TalosClient:
         request_name, reply_name, streaming = METHODS[call.path]
         metadata = [("node", call.node)] if call.node is not None else None
         cardinality = Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY
+        if call.guard is not None:
+            call.guard("send %s to %s" % (call.what, self._where(call.node, endpoint)))
         try:
             async with channel.request(call.path, cardinality, message_class(request_name), message_class(reply_name),
                                        timeout=call.timeout, metadata=metadata) as stream:

@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 
@@ -302,12 +303,21 @@ def load_cert_chain(context, crt, key):
         context.load_cert_chain(*paths)
 
 
+# Held by a thread while one of its private temporary directories exists. A process about to kill itself takes it
+# first (rotation_lock.RunGuard), so that the kill leaves no key file behind.
+PRIVATE_TEMPDIRS = threading.RLock()
+
+
 @contextlib.contextmanager
 def private_tempdir():
-    """A 0700 temporary directory removed on exit, for key files that must touch disk briefly (see load_cert_chain)."""
-    path = tempfile.mkdtemp(prefix="talosops-pki-")
-    try:
-        os.chmod(path, PRIVATE_DIR_MODE)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    """A 0700 temporary directory removed on exit, for key files that must touch disk briefly (see load_cert_chain).
+
+    Held under PRIVATE_TEMPDIRS, so that a watchdog killing the process waits until it is gone.
+    """
+    with PRIVATE_TEMPDIRS:
+        path = tempfile.mkdtemp(prefix="talosops-pki-")
+        try:
+            os.chmod(path, PRIVATE_DIR_MODE)
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)

@@ -43,6 +43,8 @@ FORMAT_VERSION = 1
 # What a rotation folder (rotate_ca_dir) holds: the lock, one rotation per CA kind, archived rotations, and the staging
 # folders of a rotation being written. A folder holding anything else is not one of this collection's.
 LOCK_FILE = "rotation.lock"
+# Held (shared flock) by every process of a run that can apply a configuration: see _backends/rotation_lock.RunGuard.
+APPLIERS_FILE = "rotation.appliers"
 ROTATION_KINDS = ("talos", "kubernetes")
 ARCHIVED_SUFFIX = ".archived-"
 STAGING_SUFFIX = ".staging-"
@@ -164,7 +166,7 @@ def load(path, kind=None):
 
 def is_rotation_folder_entry(name):
     """Whether `name`, an entry of a rotation folder, is one the collection writes there."""
-    if name == LOCK_FILE or name in ROTATION_KINDS:
+    if name in (LOCK_FILE, APPLIERS_FILE) or name in ROTATION_KINDS:
         return True
     return any(name.startswith(kind + ARCHIVED_SUFFIX) or name.startswith(kind + ROLLED_BACK_SUFFIX) or name.startswith(".%s%s" % (kind, STAGING_SUFFIX)) for kind in ROTATION_KINDS)
 

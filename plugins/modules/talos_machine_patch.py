@@ -102,6 +102,18 @@ options:
       - V(false) keeps strays in every phase and reports them in RV(stray_ca_fingerprints).
     type: bool
     default: false
+  rotation_lock:
+    description:
+      - The folder whose C(rotation.lock) this run holds (O(talosops.pki.talos_rotation_lock#module:path)). The task then
+        applies only for the ansible-playbook process holding that lock, and holds a shared lock on the folder's
+        C(rotation.appliers) while it runs, so that the run's lock is not released before the task has ended, even
+        when ansible-playbook is killed. The role C(rotate_ca) sets it to its C(rotate_ca_dir).
+      - With or without it, the task stops once the ansible-playbook process that runs it has ended (SIGKILL, SIGHUP,
+        an AWX cancel) - its process is killed at once, and each ApplyConfiguration attempt (retries included) is
+        preceded by a check - so that no configuration is applied for a run that is gone. Without it, the process the
+        task runs under stands for ansible-playbook (true in the action plugin, which is what runs this module).
+      - Linux controllers only (C(/proc), C(pidfd), C(flock)). Not used in check mode, which changes nothing.
+    type: path
 seealso:
   - module: talosops.pki.talos_ca_generate
   - module: talosops.pki.talos_verify
@@ -120,6 +132,8 @@ EXAMPLES = r"""
     phase: accept
     rotation_dir: /var/lib/talos-rotation/talos
     machine_type: controlplane
+    # Taken before by talosops.pki.talos_rotation_lock with path /var/lib/talos-rotation
+    rotation_lock: /var/lib/talos-rotation
 
 - name: Make the new Kubernetes CA the issuing CA (dry run shown with --check --diff)
   talosops.pki.talos_machine_patch:

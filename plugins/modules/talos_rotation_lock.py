@@ -13,10 +13,16 @@ description:
   - Takes an exclusive lock (C(flock)) on C(rotation.lock) in O(path) for the life of the ansible-playbook process that runs
     the task, and refuses, before anything changes, when another run holds it - naming its process, host, user and start time.
   - The lock needs no release and no cleanup. A small holder process keeps the locked file open until the ansible-playbook
-    process ends, however it ends (SIGKILL included), then removes C(rotation.lock) - and O(path), if the lock created it
-    and it is still empty, so that a refused run leaves nothing behind - and exits; the kernel drops the lock. A rerun
+    process ends, however it ends (SIGKILL included), then removes C(rotation.lock) and C(rotation.appliers) - and
+    O(path), if the lock created it and it is still empty, so that a refused run leaves nothing behind - and exits; the
+    kernel drops the lock. A rerun
     after a killed run takes it without a manual step; a C(rotation.lock) left by a holder that was itself killed is
     simply locked again (the file only describes the holder).
+  - A run is not over when ansible-playbook is - ansible-core's workers outlive it. Every task that can apply a
+    configuration (M(talosops.pki.talos_machine_patch) with O(talosops.pki.talos_machine_patch#module:rotation_lock))
+    holds a shared lock on C(rotation.appliers) in O(path) while it runs and is killed as soon as ansible-playbook ends;
+    the holder waits for the last of them before it lets the lock go, so a new run never starts while one of an old run
+    can still change a node.
   - The same playbook run taking the lock again (a second task, a second role invocation) gets it back.
   - When the holder is gone or on another host, the lock is retried for O(wait) seconds (the holder of a run that has just
     ended may need a moment); a holder whose ansible-playbook still runs on this host is refused at once.

@@ -11,6 +11,7 @@ import time
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
+from ansible_collections.talosops.pki.plugins.module_utils._backends.rotation_lock import RunGuard
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
@@ -26,6 +27,7 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "wait_kubelet": {"type": "bool", "default": False},
     "kubelet_timeout": {"type": "float", "default": 300.0},
     "remove_stray_cas": {"type": "bool", "default": False},
+    "rotation_lock": {"type": "path"},
 }))
 
 
@@ -40,7 +42,12 @@ def run(params, check_mode=False, diff=False):
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
     target = Target(params)
     started = time.time()
-    result = run_async(_patch(params, target, rotation, check_mode, diff))
+    if check_mode:  # a dry run changes nothing: no run to outlive
+        result = run_async(_patch(params, target, rotation, check_mode, diff))
+    else:
+        # Applies only while the run that asked for them lives; the run's lock stays until this process is done.
+        with RunGuard(params.get("rotation_lock")) as guard:
+            result = run_async(_patch(params, target, rotation, check_mode, diff, guard=guard.check))
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
     if result["changed"] and not check_mode:
@@ -58,7 +65,7 @@ def run(params, check_mode=False, diff=False):
     return result
 
 
-async def _patch(params, target, rotation, check_mode, diff):
+async def _patch(params, target, rotation, check_mode, diff, guard=None):
     node, kind, phase = params["node"], params["ca"], params["phase"]
     new_ca, old_crt = rotation.ca(), rotation.previous_ca_cert()
     async with target.client() as client:
@@ -104,10 +111,11 @@ async def _patch(params, target, rotation, check_mode, diff):
             step = "the %s phase of the Kubernetes CA rotation" % phase
             async with KubeletWatch(client, node, params["kubelet_timeout"], step) as kubelet:
                 await kubelet.wait_ready()
-                applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"])
+                applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], guard=guard)
                 result["kubelet"] = await kubelet.wait_restart()
         else:
-            applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode)
+            applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
+                                                       guard=guard)
     # What a node says may quote its config: tokens, cluster secrets and keys are masked before anyone sees it.
     result.update(changed=True, apply_mode=applied.get("mode"), warnings=[redact(text) for text in applied.get("warnings") or []])
     if check_mode:

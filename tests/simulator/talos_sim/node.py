@@ -13,6 +13,7 @@ import ipaddress
 import secrets as _random
 import ssl
 import string
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -100,6 +101,10 @@ class SimNode:
         self.latency = 0.0
         self._apply_failures: list[tuple[wire.Status, str]] = []
         self._apply_busy = False
+        # Inspection: ApplyConfiguration requests received (dry runs and refused ones included), and when (time.monotonic())
+        # each configuration that was not a dry run took effect, was staged or started a reboot.
+        self.apply_requests = 0
+        self.applied_at: list[float] = []
 
     # --- read-only views (thread-safe) ------------------------------------------------------
 
@@ -465,6 +470,7 @@ class SimNode:
 
     async def apply_configuration(self, request) -> object:
         """machined's ApplyConfiguration, the checks in the order a rotation can meet them."""
+        self.apply_requests += 1
         if self._apply_failures:
             status, message = self._apply_failures.pop(0)
             raise GRPCError(status, message)
@@ -512,6 +518,7 @@ class SimNode:
             return wire.message_class("machine.ApplyConfigurationResponse")(messages=[reply])
 
         reply.mode_details = details
+        self.applied_at.append(time.monotonic())
         if mode != _MODE.TRY and self._try_rollback is not None:
             # Any other apply confirms the tried config (CancelConfigRollbackTimeout).
             self._try_rollback.cancel()
