@@ -100,11 +100,13 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Preflight
+- name: Preflight, with each node's progress in the rotation kept in /var/lib/talos-rotation/talos
   talosops.pki.talos_cluster_info:
     talosconfig: ~/.talos/config
     controlplanes: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     workers: [10.5.0.5, 10.5.0.6]
+    rotation_dirs:
+      talos: /var/lib/talos-rotation/talos
   register: cluster
   run_once: true
 
@@ -116,11 +118,13 @@ EXAMPLES = r"""
       talos: /var/lib/talos-rotation/talos
     require_progress:
       talos: accepted
+  register: cluster
   run_once: true
 
-- name: Show each node's progress
+- name: Show each node's progress (reported with rotation_dirs, once the rotation folder holds a new CA)
   ansible.builtin.debug:
-    msg: "{{ cluster.nodes | dict2items | map(attribute='value.talos.progress') }}"
+    msg: "{{ cluster.nodes | dict2items | map(attribute='value.talos.progress', default='no rotation yet') }}"
+  run_once: true
 """
 
 RETURN = r"""

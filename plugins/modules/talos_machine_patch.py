@@ -109,13 +109,13 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Accept the new Talos CA on this node
+- name: Accept the new Talos CA on this node (a play for the control planes first, then one for the workers)
   talosops.pki.talos_machine_patch:
     talosconfig: "{{ talos_talosconfig }}"
     node: "{{ talos_node_address }}"
     phase: accept
     rotation_dir: /var/lib/talos-rotation/talos
-    machine_type: controlplane
+    machine_type: "{{ 'controlplane' if inventory_hostname in groups['controlplane'] else 'worker' }}"
 
 - name: Make the new Kubernetes CA the issuing CA (dry run shown with --check --diff)
   talosops.pki.talos_machine_patch:
