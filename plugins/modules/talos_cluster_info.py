@@ -95,6 +95,16 @@ options:
         warning about them says.
     type: bool
     default: false
+  node_names:
+    description:
+      - Inventory host name of each node address, to name nodes in refusals and warnings as C(name (address)), for
+        example C({"10.5.0.2": "cp-1"}). Addresses not listed are named by address alone.
+    type: dict
+    default: {}
+notes:
+  - A refusal's message leads with the problems found (what is wrong, on which nodes, what to do). The nodes' CA state read
+    by the preflight is returned with it as RV(details), without any certificate; through the action plugin (the
+    default) it is shown only from C(-v) on.
 author:
   - talosops.pki contributors (@talosops)
 """
@@ -129,8 +139,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 nodes:
-  description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos)
-    and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
+  description: Per node address - C(hostname) (when known, from Version or else the member that lists the address),
+    C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos) and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
     of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); C(virtual_ips) its
     configuration declares; with O(kubelet_health), C(kubelet) (C(running), C(healthy)).
   returned: always
@@ -154,6 +164,16 @@ stray_cas:
   returned: always
   type: dict
   sample: {"talos": [{"fingerprint": "3f2a...", "subject": "O=talos", "not_after": "2035-11-20T10:00:00Z", "nodes": ["10.5.0.2"]}]}
+problems:
+  description: When the preflight refuses the rotation - each problem found, one sentence or two naming the nodes and what to do.
+  returned: failure
+  type: list
+  elements: str
+details:
+  description: When the preflight refuses the rotation - what it read (C(nodes), C(members), C(stray_cas), C(issuing_ca)
+    without the PEM certificate, C(talosconfig_used), C(endpoints)); from C(-v) on with the action plugin.
+  returned: failure
+  type: dict
 talosconfig:
   description: Path of the talosconfig resolved from O(talosconfig) (or E(TALOSCONFIG), or C(~/.talos/config)).
   returned: always
