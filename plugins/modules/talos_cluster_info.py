@@ -98,7 +98,7 @@ options:
   node_names:
     description:
       - Inventory host name of each node address, to name nodes in refusals and warnings as C(name (address)), for
-        example C({"10.5.0.2": "cp-1"}). Addresses not listed are named by address alone.
+        example C(10.5.0.2) to C(cp-1). Addresses not listed are named by address alone.
     type: dict
     default: {}
 notes:

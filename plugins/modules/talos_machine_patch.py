@@ -116,6 +116,7 @@ EXAMPLES = r"""
     phase: accept
     rotation_dir: /var/lib/talos-rotation/talos
     machine_type: "{{ 'controlplane' if inventory_hostname in groups['controlplane'] else 'worker' }}"
+  register: accepted
 
 - name: Make the new Kubernetes CA the issuing CA (dry run shown with --check --diff)
   talosops.pki.talos_machine_patch:

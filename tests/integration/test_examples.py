@@ -133,7 +133,7 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
                         example("talos_ca_generate", 0)]),
         play("controlplane", [example("talos_machine_patch", 0)]),
         play("worker", [example("talos_machine_patch", 0)]),
-        play(everyone, [example("talos_verify", 0), example("talos_cluster_info", 1),
+        play(everyone, [example("talos_rotation_summary", 0), example("talos_rotation_summary", 1), example("talos_verify", 0), example("talos_cluster_info", 1),
                         dict(example("talos_cluster_info", 2), name="progress again"), {
                             "name": "setup | every node has accepted the new CA", "ansible.builtin.assert": {
                                 "that": "cluster.nodes | dict2items | map(attribute='value.talos.progress') | unique == ['accepted']"},
@@ -143,6 +143,7 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
         play(everyone, [example("talos_verify", 1), example("talos_ca_generate", 1)]),
     ]
     output = run_plays(cluster, home, talos, str(tmp_path / "talos.yml"))
+    assert "state: every node accepts the new CA; the old CA still issues" in output
     assert "refused by every node" in output
     with open(os.path.join(talos_dir, "ca.crt"), "rb") as handle:
         new_ca = _pki.fingerprint(handle.read())
