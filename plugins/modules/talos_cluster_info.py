@@ -28,6 +28,7 @@ description:
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
   - talosops.pki._auth
+  - talosops.pki._auth.action_group
   - talosops.pki._attributes
   - talosops.pki._attributes.info_module
 options:

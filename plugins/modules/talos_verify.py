@@ -20,6 +20,7 @@ description:
   - Never changes anything; reports per node.
 extends_documentation_fragment:
   - talosops.pki._auth
+  - talosops.pki._auth.action_group
   - talosops.pki._attributes
   - talosops.pki._attributes.info_module
 options:
