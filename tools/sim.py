@@ -70,8 +70,10 @@ def ready_lines(workdir):
             "plugin file   %s (talosops.pki.talos inventory plugin, rotation_dir %s)" % (plugin_file, rotation_dir),
             "",
             "In another shell (from %s):" % REPO_ROOT,
-            "  export ANSIBLE_COLLECTIONS_PATH=%s PATH=%s:$PATH" % (quoted(collections_root()),
-                                                                  quoted(os.path.dirname(sys.executable))),
+            "  export ANSIBLE_COLLECTIONS_PATH=%s PATH=%s:$PATH %s" % (
+                quoted(collections_root()), quoted(os.path.dirname(sys.executable)),
+                # ansible-core's DSA import warns on every start with cryptography >= 44; only that message is silenced.
+                quoted("PYTHONWARNINGS=ignore:DSA is deprecated")),
             "  %s --check --diff            # dry run" % playbook,
             "  %s -e '{\"rotate_ca_phases\": [\"accept\"]}'   # then [swap], then [remove]" % playbook,
             "  ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=true ansible-inventory -i %s --graph --vars" % quoted(plugin_file),
