@@ -64,8 +64,8 @@ def ready_lines(workdir):
             yaml.safe_dump({"plugin": "talosops.pki.talos", "talosconfig": cluster.talosconfig_path, "rotation_dir": rotation_dir},
                            handle, sort_keys=False)
         quoted = shlex.quote
-        playbook = "ansible-playbook -i %s %s -e %s" % (quoted(cluster.inventory_path), quoted(PLAYBOOK),
-                                                         quoted('{"rotate_ca_dir": "%s"}' % rotation_dir))
+        playbook = "ansible-playbook -i %s %s -e %s" % (
+            quoted(cluster.inventory_path), quoted(PLAYBOOK), quoted('{"rotate_ca_dir": "%s"}' % rotation_dir))
         return [
             "plugin file   %s (talosops.pki.talos inventory plugin, rotation_dir %s)" % (plugin_file, rotation_dir),
             "",

@@ -141,7 +141,8 @@ EXAMPLES = r"""
 RETURN = r"""
 nodes:
   description: Per node address - C(hostname) (when known, from Version or else the member that lists the address),
-    C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos) and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
+    C(talos_version), C(machine_type), C(kubernetes_ca_location), and for C(talos) and C(kubernetes) the C(issuing_ca)
+    fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
     of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); C(virtual_ips) its
     configuration declares; with O(kubelet_health), C(kubelet) (C(running), C(healthy)).
   returned: always

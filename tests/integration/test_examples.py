@@ -99,7 +99,7 @@ def patch_setup(phase, ca, rotation_dir, talosconfig):
 def run_plays(cluster, home, plays, path, extra_vars=None):
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(plays, handle, sort_keys=False)
-    _, env = playbook_command(cluster, os.path.join(home, "unused"))
+    env = playbook_command(cluster, os.path.join(home, "unused"))[1]
     env["HOME"] = home
     command = [ANSIBLE_PLAYBOOK, "-i", cluster.inventory_path, path, "-f", "10",
                "-e", json.dumps(dict({"talos_talosconfig": os.path.join(home, ".talos", "config")}, **(extra_vars or {})))]
@@ -133,7 +133,8 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
                         example("talos_ca_generate", 0)]),
         play("controlplane", [example("talos_machine_patch", 0)]),
         play("worker", [example("talos_machine_patch", 0)]),
-        play(everyone, [example("talos_rotation_summary", 0), example("talos_rotation_summary", 1), example("talos_verify", 0), example("talos_cluster_info", 1),
+        play(everyone, [example("talos_rotation_summary", 0), example("talos_rotation_summary", 1), example("talos_verify", 0),
+                        example("talos_cluster_info", 1),
                         dict(example("talos_cluster_info", 2), name="progress again"), {
                             "name": "setup | every node has accepted the new CA", "ansible.builtin.assert": {
                                 "that": "cluster.nodes | dict2items | map(attribute='value.talos.progress') | unique == ['accepted']"},

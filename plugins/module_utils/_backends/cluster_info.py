@@ -280,9 +280,9 @@ def _stray_cas(cluster, kinds, rotations, certificates):
 
 
 def _stray_warning(kind, strays, remove, label=str):
-    described = "; ".join("%s (%s, expires %s) on %s" % (stray["fingerprint"][:16], stray["subject"], stray["not_after"],
-                                                          _some([label(node) for node in stray["nodes"]]))
-                          for stray in strays)
+    described = "; ".join("%s (%s, expires %s) on %s" % (
+        stray["fingerprint"][:16], stray["subject"], stray["not_after"], _some([label(node) for node in stray["nodes"]]))
+        for stray in strays)
     fate = ("they are removed in the remove phase (remove_stray_cas), and clients whose certificates they issued are refused "
             "from then on" if remove else
             "the rotation keeps them; to drop them in the remove phase, set rotate_ca_remove_stray_cas=true (talos_machine_patch "

@@ -41,12 +41,12 @@ ARGUMENT_SPEC = {
 TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA"}
 # What a cluster whose every node reached a progress has, and what to run next.
 REACHED = {
-    _rotation.PENDING: ("not started: no node accepts the new CA yet", "run the accept phase (rotate_ca_phases: [accept], or all "
-                                                                       "three phases)"),
-    _rotation.ACCEPTED: ("every node accepts the new CA; the old CA still issues", "run the swap phase (rotate_ca_phases: [swap] "
-                                                                                  "or [swap, remove])"),
-    _rotation.SWAPPED: ("every node issues with the new CA and still accepts the old one", "run the remove phase "
-                                                                                          "(rotate_ca_phases: [remove])"),
+    _rotation.PENDING: ("not started: no node accepts the new CA yet",
+                        "run the accept phase (rotate_ca_phases: [accept], or all three phases)"),
+    _rotation.ACCEPTED: ("every node accepts the new CA; the old CA still issues",
+                         "run the swap phase (rotate_ca_phases: [swap] or [swap, remove])"),
+    _rotation.SWAPPED: ("every node issues with the new CA and still accepts the old one",
+                        "run the remove phase (rotate_ca_phases: [remove])"),
     _rotation.REMOVED: ("rotation complete: every node trusts the new CA only", None),
 }
 NEXT_STEPS_DONE = ("hand out talosconfigs to the other Talos API users from the new admin one (talosctl config new), restart "
