@@ -9,6 +9,8 @@ node's host (`node_names` maps node addresses to inventory hosts), so that a rol
 
 from __future__ import annotations
 
+from ansible.utils.display import Display
+
 from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_summary
 from ansible_collections.talosops.pki.plugins.plugin_utils._action import TalosActionBase
 
@@ -32,4 +34,10 @@ class ActionModule(TalosActionBase):
                                                                          "changed", "started", "finished") if key in registered})
             args["patches"] = patches
         self._task.args = args
-        return super().run(tmp, task_vars)
+        result = super().run(tmp, task_vars)
+        if args.get("show") and not result.get("failed"):
+            # Plain lines, as a table reads; a debug task would print them as JSON strings.
+            display = Display()
+            for line in result["lines"]:
+                display.display(line)
+        return result

@@ -109,6 +109,11 @@ options:
       - The admin kubeconfig written at the end (C(path), C(context), C(changed)), for example the result of
         M(talosops.pki.talos_kubeconfig); its client certificate's expiry is shown.
     type: dict
+  show:
+    description:
+      - Print RV(lines) as plain text when the task runs (through the action plugin), so that no C(debug) task is needed.
+    type: bool
+    default: false
   notes:
     description:
       - More lines to show before the rotation folder (for example the workloads restarted).
@@ -133,12 +138,13 @@ EXAMPLES = r"""
     node_names: "{{ dict(groups['all'] | map('extract', hostvars, 'talos_node_address') | zip(groups['all'])) }}"
     phases: [accept]
     result_vars: [accepted]
+    show: true
   register: summary
   run_once: true
 
-- name: Show it
+- name: Use it (the state the cluster is in and the next step)
   ansible.builtin.debug:
-    msg: "{{ summary.lines }}"
+    msg: "{{ summary.summary.state }}; next: {{ summary.summary.next_step }}"
   run_once: true
 """
 

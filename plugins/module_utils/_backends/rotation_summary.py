@@ -36,6 +36,8 @@ ARGUMENT_SPEC = {
     "talosconfig": {"type": "dict"},
     "kubeconfig": {"type": "dict"},
     "notes": {"type": "list", "elements": "str", "default": []},
+    # Printed by the action plugin as plain lines, a readable table (a module process cannot print).
+    "show": {"type": "bool", "default": False},
 }
 
 TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA"}
