@@ -25,15 +25,17 @@ PYTEST_ARGS ?=
 PYTEST := $(BIN)/python -m pytest -ra --timeout=$(PYTEST_TIMEOUT) --durations=10 $(PYTEST_ARGS)
 SANITY_ARGS ?=
 DEMO_ARGS ?=
+SIM_ARGS ?=
 
 export PATH := $(BIN):$(PATH)
 
 TEST_STAGES := proto changelog unit build ee lint docs sanity integration
 
-.PHONY: help venv demo test $(TEST_STAGES) clean
+.PHONY: help venv demo sim test $(TEST_STAGES) clean
 
 help:
 	@echo 'make demo         rotate the Talos API CA of a freshly started simulated cluster (tools/demo.py; DEMO_ARGS=--kubernetes: both CAs)'
+	@echo 'make sim          run a simulated cluster in the foreground (Ctrl-C stops it), files in sim/ (tools/sim.py; SIM_ARGS="--workers 3")'
 	@echo 'make test         the whole suite: $(TEST_STAGES)'
 	@echo
 	@echo 'Stages (each creates .venv/ first if needed):'
@@ -49,11 +51,15 @@ help:
 	@echo '  make integration  pytest tests/integration (simulated clusters on loopback addresses)'
 	@echo '  make clean        remove .venv/ and every generated file'
 	@echo
-	@echo 'Variables: PYTHON=$(PYTHON) PYTEST_ARGS="-k name" SANITY_ARGS="--test pylint" PYTEST_TIMEOUT=$(PYTEST_TIMEOUT) DEMO_ARGS="--workers 1"'
+	@echo 'Variables: PYTHON=$(PYTHON) PYTEST_ARGS="-k name" SANITY_ARGS="--test pylint" PYTEST_TIMEOUT=$(PYTEST_TIMEOUT) DEMO_ARGS="--workers 1" SIM_ARGS="--workers 3"'
 
 # tools/demo.py is the main job end to end.
 demo: venv
 	@$(SECTION) demo python tools/demo.py $(DEMO_ARGS)
+
+# A simulated cluster to try the quick start's checklist against; runs until Ctrl-C (no section banner: it is interactive).
+sim: venv
+	@python tools/sim.py $(SIM_ARGS)
 
 $(VENV_STAMP):
 	@$(SECTION) venv tools/ci/make_venv.sh $(PYTHON_BIN) $(VENV) $(VENV_STAMP)
@@ -96,6 +102,6 @@ test:
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .build demo tests/output .ansible .pytest_cache talosops-pki-*.tar.gz
+	rm -rf $(VENV) .build demo sim tests/output .ansible .pytest_cache talosops-pki-*.tar.gz
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
 	$(PYTHON_BIN) tools/ci/sanity_tree.py --remove

@@ -22,7 +22,8 @@ options:
     type: str
   endpoints:
     description:
-      - Control-plane endpoints (IP or host name, no port) to connect to, overriding the context's endpoints.
+      - Control-plane endpoints to connect to, overriding the context's endpoints - each an IP address or host name,
+        optionally with a port (C(10.5.0.2), C(10.5.0.2:50000), C([fd00::2]:50000)); the port defaults to 50000.
       - Calls for a node go through an endpoint with the C(node) header, as C(talosctl -n) does.
     type: list
     elements: str
@@ -43,13 +44,6 @@ options:
       - Seconds during which a call refused as transient (Unavailable, or FailedPrecondition while another apply runs) is retried.
     type: float
     default: 10.0
-attributes:
-  action_group:
-    description: Use C(group/talosops.pki.talos) in C(module_defaults) to set the options above once for every module that
-      talks to the Talos API.
-    support: full
-    membership:
-      - talosops.pki.talos
 notes:
   - Runs on the controller; talks to the Talos API (TCP 50000) over mutual TLS. Task arguments name files, never key material.
 requirements:
@@ -57,4 +51,15 @@ requirements:
   - grpclib >= 0.4.7
   - protobuf >= 4.21
   - ruamel.yaml >= 0.17.21
+"""
+
+    # Only the modules of the action group (meta/runtime.yml) use this one; the inventory plugin is no action.
+    ACTION_GROUP = r"""
+attributes:
+  action_group:
+    description: Use C(group/talosops.pki.talos) in C(module_defaults) to set the options above once for every module that
+      talks to the Talos API.
+    support: full
+    membership:
+      - talosops.pki.talos
 """

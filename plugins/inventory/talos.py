@@ -81,6 +81,18 @@ options:
       - A pinned address must be an IP address and must not be a declared or shared VIP or another member's address.
     type: dict
     default: {}
+  rotation_dir:
+    description:
+      - The rotation folder the C(talosops.pki.rotate_ca) role uses for this cluster (its C(rotate_ca_dir)). While a Talos
+        API CA rotation kept there is in progress, the nodes serve with the old or the new CA depending on the phase
+        reached; the plugin then trusts both, as the role does, besides the talosconfig's C(ca) - so that the same
+        inventory file works for every phase run as a separate job. Ignored when O(server_ca) is set, or when the folder
+        holds no Talos API CA rotation.
+      - When set, it also becomes the group variable C(rotate_ca_dir), so the role uses the same folder.
+      - A folder encrypted at rest with ansible-vault is read with the vault secrets given to the run.
+    type: path
+    env:
+      - name: TALOSOPS_ROTATION_DIR
   discovery_nodes:
     description:
       - Node addresses to ask for their member list when the endpoint's list holds no worker (Kubernetes discovery), in
@@ -123,23 +135,26 @@ cache_timeout: 3600
 
 ---
 # Kubernetes discovery registry: name a worker so its member list is merged in; group by Talos version.
+# The rotation folder: the same file works for every phase run as a separate job, and sets rotate_ca_dir.
 plugin: talosops.pki.talos
 discovery_nodes:
   - 10.5.0.5
 keyed_groups:
   - key: talos_operating_system | regex_replace('[^A-Za-z0-9]+', '_')
     prefix: talos
-compose:
-  rotate_ca_dir: "'~/.talos/rotation/prod'"
+rotation_dir: ~/.talos/rotation/prod
 
-# Then:  ansible-playbook -i prod.talos.yml talosops.pki.rotate_talos_ca
+# Then:  ansible-playbook -i prod.talos.yml talosops.pki.rotate_talos_ca -e '{"rotate_ca_phases": ["accept"]}'
+#   and later the same with ["swap"], then ["remove"].
 """
+
+import os
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.vars import combine_vars
 
-from ansible_collections.talosops.pki.plugins.module_utils import _client
+from ansible_collections.talosops.pki.plugins.module_utils import _client, _files, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target
 from ansible_collections.talosops.pki.plugins.module_utils._errors import TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import (
@@ -181,6 +196,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self._read_config_data(path)
         try:
             target = Target(self._auth_params())
+            self._trust_rotation(target)
             source = self._source(target)
             check_endpoints(self.get_option("endpoints"), vips=self.get_option("vips"))
             hit, result = self._cached_result(path, cache, source)
@@ -197,6 +213,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # An empty TALOSOPS_CONTEXT (an AWX credential without a context) means the current context.
         params["context"] = params["context"] or None
         return params
+
+    def _trust_rotation(self, target):
+        """Mid-rotation the nodes serve with the old or the new CA: trust both, as the role does, besides the talosconfig's."""
+        folder = self.get_option("rotation_dir")
+        if not folder or self.get_option("server_ca"):
+            return
+        vault = getattr(self.loader, "_vault", None)
+        with _files.sealing(_files.Sealing(unseal=vault.decrypt if vault is not None and vault.secrets else None)):
+            rotation = _rotation_store.load(os.path.join(os.path.expanduser(folder), "talos"), kind="talos")
+            if rotation is None:
+                return
+            cas = [rotation.previous_ca_cert(), rotation.ca_cert()]
+        target.credentials = target.credentials._replace(ca=b"".join([target.credentials.ca] + cas))
 
     def _source(self, target):
         """What the member lists were read from: a cached result is only valid for the same source."""
@@ -256,6 +285,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             # Our own constant, so it may be rendered: the Python running ansible-playbook has grpclib.
             "ansible_python_interpreter": trust_as_template("{{ ansible_playbook_python }}"),
         }
+        if self.get_option("rotation_dir"):
+            all_vars["rotate_ca_dir"] = self.get_option("rotation_dir")
         for name, value in all_vars.items():
             self.inventory.set_variable("all", name, value)
 

@@ -80,6 +80,10 @@ class Rotation:
         _pki.check_key_pair(crt, key, what="rotation CA in %s" % self.path)
         return _pki.CertAndKey(crt, key)
 
+    def ca_cert(self):
+        """The new CA's certificate (PEM bytes), without reading its key."""
+        return _files.read_bytes(self.file(CA_CERT), "rotation CA certificate")
+
     def previous_ca_cert(self):
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 

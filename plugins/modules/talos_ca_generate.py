@@ -177,7 +177,12 @@ EXAMPLES = r"""
       context: prod
       endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
       trust_previous_ca: true
+    # A backup of the credentials in use, which the end of the rotation proves refused.
+    previous_talosconfig:
+      src: ~/.talos/config
+      dest: /var/lib/talos-rotation/talos/previous-talosconfig
   register: new_ca
+  run_once: true
 
 - name: After the rotation, write the user's talosconfig and secrets bundle
   talosops.pki.talos_ca_generate:
@@ -188,6 +193,7 @@ EXAMPLES = r"""
       context: prod
       endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     secrets_file: ~/clusters/prod/secrets.yaml
+  run_once: true
 
 - name: After a rollback, keep the rotation folder as <path>.rolled-back-<time>
   talosops.pki.talos_ca_generate:

@@ -31,6 +31,7 @@ description:
   - Returns fingerprints and public certificates only, never key material.
 extends_documentation_fragment:
   - talosops.pki._auth
+  - talosops.pki._auth.action_group
   - talosops.pki._attributes
   - talosops.pki._attributes.info_module
 options:
@@ -100,7 +101,8 @@ options:
     default: false
   node_names:
     description:
-      - Inventory names by node address, so that a refusal names each node as the inventory does, with its address.
+      - Inventory host name of each node address, to name nodes in refusals and warnings as C(name (address)), for
+        example C(10.5.0.2) to C(cp-1). Addresses not listed are named by address alone.
     type: dict
     default: {}
   rollback:
@@ -110,16 +112,22 @@ options:
         rotation directory holds no key of the CA being replaced.
     type: bool
     default: false
+notes:
+  - A refusal's message leads with the problems found (what is wrong, on which nodes, what to do). The nodes' CA state read
+    by the preflight is returned with it as RV(details), without any certificate; through the action plugin (the
+    default) it is shown only from C(-v) on.
 author:
   - talosops.pki contributors (@talosops)
 """
 
 EXAMPLES = r"""
-- name: Preflight
+- name: Preflight, with each node's progress in the rotation kept in /var/lib/talos-rotation/talos
   talosops.pki.talos_cluster_info:
     talosconfig: ~/.talos/config
     controlplanes: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     workers: [10.5.0.5, 10.5.0.6]
+    rotation_dirs:
+      talos: /var/lib/talos-rotation/talos
   register: cluster
   run_once: true
 
@@ -131,16 +139,18 @@ EXAMPLES = r"""
       talos: /var/lib/talos-rotation/talos
     require_progress:
       talos: accepted
+  register: cluster
   run_once: true
 
-- name: Show each node's progress
+- name: Show each node's progress (reported with rotation_dirs, once the rotation folder holds a new CA)
   ansible.builtin.debug:
-    msg: "{{ cluster.nodes | dict2items | map(attribute='value.talos.progress') }}"
+    msg: "{{ cluster.nodes | dict2items | map(attribute='value.talos.progress', default='no rotation yet') }}"
+  run_once: true
 """
 
 RETURN = r"""
 nodes:
-  description: Per node address - C(hostname), C(talos_version), C(machine_type), C(kubernetes_ca_location), C(cluster_name),
+  description: Per node address - C(hostname) (when known, from Version or else the member that lists the address), C(talos_version), C(machine_type), C(kubernetes_ca_location), C(cluster_name),
     C(cluster_id) (a digest of the config's cluster id, not the id itself), and for C(talos)
     and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
     of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); C(virtual_ips) its
@@ -166,6 +176,16 @@ stray_cas:
   returned: always
   type: dict
   sample: {"talos": [{"fingerprint": "3f2a...", "subject": "O=talos", "not_after": "2035-11-20T10:00:00Z", "nodes": ["10.5.0.2"]}]}
+problems:
+  description: When the preflight refuses the rotation - each problem found, one sentence or two naming the nodes and what to do.
+  returned: failure
+  type: list
+  elements: str
+details:
+  description: When the preflight refuses the rotation - what it read (C(nodes), C(members), C(stray_cas), C(issuing_ca)
+    without the PEM certificate, C(talosconfig_used), C(endpoints)); from C(-v) on with the action plugin.
+  returned: failure
+  type: dict
 talosconfig:
   description: Path of the talosconfig resolved from O(talosconfig) (or E(TALOSCONFIG), or C(~/.talos/config)).
   returned: always

@@ -32,6 +32,7 @@ description:
 extends_documentation_fragment:
   - talosops.pki._encryption
   - talosops.pki._auth
+  - talosops.pki._auth.action_group
   - talosops.pki._attributes
 attributes:
   check_mode:

@@ -31,6 +31,7 @@ description:
 extends_documentation_fragment:
   - talosops.pki._encryption
   - talosops.pki._auth
+  - talosops.pki._auth.action_group
   - talosops.pki._attributes
 attributes:
   check_mode:
@@ -125,15 +126,16 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Accept the new Talos CA on this node
+- name: Accept the new Talos CA on this node (a play for the control planes first, then one for the workers)
   talosops.pki.talos_machine_patch:
     talosconfig: "{{ talos_talosconfig }}"
     node: "{{ talos_node_address }}"
     phase: accept
     rotation_dir: /var/lib/talos-rotation/talos
-    machine_type: controlplane
+    machine_type: "{{ 'controlplane' if inventory_hostname in groups['controlplane'] else 'worker' }}"
     # Taken before by talosops.pki.talos_rotation_lock with path /var/lib/talos-rotation
     rotation_lock: /var/lib/talos-rotation
+  register: accepted
 
 - name: Make the new Kubernetes CA the issuing CA (dry run shown with --check --diff)
   talosops.pki.talos_machine_patch:

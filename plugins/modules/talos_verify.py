@@ -20,6 +20,7 @@ description:
   - Never changes anything; reports per node.
 extends_documentation_fragment:
   - talosops.pki._auth
+  - talosops.pki._auth.action_group
   - talosops.pki._attributes
   - talosops.pki._attributes.info_module
 options:
@@ -75,12 +76,15 @@ EXAMPLES = r"""
   talosops.pki.talos_verify:
     talosconfig: /var/lib/talos-rotation/talos/talosconfig
     server_ca: [/var/lib/talos-rotation/talos/previous-ca.crt, /var/lib/talos-rotation/talos/ca.crt]
-    nodes: "{{ groups['controlplane'] + groups['worker'] | map('extract', hostvars, 'talos_node_address') }}"
+    # Parentheses: a filter binds tighter than +, so without them the control planes would be passed as host names.
+    nodes: "{{ (groups['controlplane'] + groups['worker']) | map('extract', hostvars, 'talos_node_address') }}"
   run_once: true
 
 - name: The old talosconfig is refused by every node
   talosops.pki.talos_verify:
     talosconfig: /var/lib/talos-rotation/talos/previous-talosconfig
+    # Trust the nodes' new server certificates, so that what is judged is the old client certificate.
+    server_ca: [/var/lib/talos-rotation/talos/ca.crt]
     nodes: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     expect: refused
     direct: true

@@ -168,7 +168,8 @@ def refuse(cluster, tmp_path, expected, extra_vars=None, inventory=None, args=()
 
 class Case:
     """One bad input: build(cluster, tmp_path) -> refuse() keyword arguments; `expected` substrings of the real message,
-    formatted with the cluster's {subnet}, {worker} (first worker's address) and {controlplane} (last control plane's)."""
+    formatted with the cluster's {subnet}, {worker} (first worker's address) and {controlplane} (last control plane's), and
+    {worker_named}, {controlplane_named}: those nodes as refusals name them, "inventory name (address)"."""
 
     def __init__(self, case_id, expected, build):
         self.case_id = case_id
@@ -177,6 +178,8 @@ class Case:
 
     def messages(self, cluster):
         names = {"subnet": cluster.subnet, "worker": cluster.workers[0].address, "controlplane": cluster.controlplanes[-1].address}
+        names.update(worker_named="%s (%s)" % (cluster.workers[0].name, names["worker"]),
+                     controlplane_named="%s (%s)" % (cluster.controlplanes[-1].name, names["controlplane"]))
         return tuple(text.format(**names) for text in self.expected)
 
 
@@ -346,9 +349,9 @@ CASES = [
     Case("node_not_in_the_cluster", ("node {subnet}.200 via endpoint(s)",) + NO_ANSWER,
          with_inventory(add_worker_host("ghost", lambda cluster: cluster.subnet + ".200"))),
     Case("worker_listed_as_controlplane", ("preflight refused the rotation before any change",
-                                           "{worker} is listed under controlplane but its machine.type is worker: move it to the worker group"),
+                                           "{worker_named} is listed under controlplane but its machine.type is worker: move it to the worker group"),
          with_inventory(move_host(worker, "worker", "controlplane"))),
-    Case("controlplane_listed_as_worker", "{controlplane} is listed under worker but its machine.type is controlplane: move it to the "
+    Case("controlplane_listed_as_worker", "{controlplane_named} is listed under worker but its machine.type is controlplane: move it to the "
                                           "controlplane group",
          with_inventory(move_host(last_controlplane, "controlplane", "worker"))),
     Case("duplicate_node", "nodes listed more than once in the inventory: {worker}. Each node must appear once",
@@ -450,8 +453,8 @@ def test_bad_input_is_refused_before_any_change(case, cluster, tmp_path):
 def test_a_node_older_than_talos_1_7_is_refused(make_sim_cluster, tmp_path):
     cluster = make_sim_cluster(controlplanes=1, workers=1, talos_version=["v1.13.4", "v1.6.7"])
     refuse(cluster, tmp_path, ("preflight refused the rotation before any change",
-                               "%s runs Talos v1.6.7: CA rotation needs Talos v1.7 or later (acceptedCAs); upgrade it first"
-                               % cluster.workers[0].address))
+                               "%s (%s) runs Talos v1.6.7: CA rotation needs Talos v1.7 or later (acceptedCAs); upgrade it first"
+                               % (cluster.workers[0].name, cluster.workers[0].address)))
 
 
 # --- files written only at the end of a rotation, checked by the preflight: a cluster each, in case a run changes it --
@@ -509,12 +512,13 @@ def test_a_shared_virtual_ip_listed_as_a_node_is_refused(vip_cluster, tmp_path):
     def add_vip_host(children, cluster):
         children["controlplane"]["hosts"]["controlplane-vip"] = {"talos_node_address": cluster.vip}
     inventory = inventory_with(vip_cluster, str(tmp_path / "inventory.yml"), add_vip_host)
-    declared_by = ", ".join(node.address for node in vip_cluster.controlplanes)
-    refuse(vip_cluster, tmp_path, ("%s, listed as a node, is a shared virtual IP (declared in the machine config of %s)" % (
-        vip_cluster.vip, declared_by), "List every node once, by its own address",
-        # Talos lists a held VIP among its holder's member addresses: the same node, listed twice.
-        "%s and %s are addresses of one cluster member, %s" % (vip_cluster.controlplanes[0].address, vip_cluster.vip,
-                                                               vip_cluster.controlplanes[0].name)), inventory=inventory)
+    declared_by = ", ".join("%s (%s)" % (node.name, node.address) for node in vip_cluster.controlplanes)
+    first = vip_cluster.controlplanes[0]
+    refuse(vip_cluster, tmp_path, ("controlplane-vip (%s), listed as a node, is a shared virtual IP (declared in the machine config "
+                                   "of %s)" % (vip_cluster.vip, declared_by), "List every node once, by its own address",
+                                   # Talos lists a held VIP among its holder's member addresses: the same node, listed twice.
+                                   "%s (%s) and controlplane-vip (%s) are addresses of one cluster member, %s" % (
+                                       first.name, first.address, vip_cluster.vip, first.name)), inventory=inventory)
 
 
 def test_a_shared_virtual_ip_as_endpoint_is_refused(vip_cluster, tmp_path):

@@ -91,7 +91,7 @@ def test_a_ca_removed_by_hand_mid_rotation_is_caught_then_repaired(cluster, tmp_
 
     before = configs(cluster)
     swap = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_phases": ["swap"]})
-    assert swap.returncode != 0 and "%s is pending" % tampered.address in swap.output and "run the accept phase first" in swap.output
+    assert swap.returncode != 0 and "%s (%s) is pending" % (tampered.name, tampered.address) in swap.output and "run the accept phase first" in swap.output
     assert configs(cluster) == before
 
     repaired = run_playbook(cluster, rotation_dir)  # all phases: the accept phase brings the worker back

@@ -32,7 +32,7 @@ def test_stray_cas_are_listed_kept_by_default_and_removed_only_when_asked(sim_cl
     for node in reached:
         add_accepted_ca(cluster, node, stray.crt)
     listed = "talos CA: 1 accepted CA(s) are neither the current nor the new CA - %s (" % fingerprint[:16]
-    on_nodes = "on %s." % ", ".join(node.address for node in reached)
+    on_nodes = "on %s." % ", ".join("%s (%s)" % (node.name, node.address) for node in reached)
 
     check = run_playbook(cluster, rotation_dir, "--check")
     assert check.returncode == 0, check.output[-6000:]

@@ -66,10 +66,12 @@ def run(params, check_mode=False, diff=False):
     target = _choose_credentials(params, user_target)
     rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
     cluster = run_async(_gather(params, target, nodes))
-    problems = _check(cluster, params, rotations)
+    _name_nodes(cluster)
+    label = _labeller(params["node_names"])
+    problems = _check(cluster, params, rotations, label)
     if params.get("rollback"):
         problems.extend(_rollback_problems(cluster["nodes"], rotations))
-    problems.extend(_shared_addresses(cluster, params, target.endpoints))
+    problems.extend(_shared_addresses(cluster, params, target.endpoints, label))
     if bundle is not None:
         problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
     certificates = cluster.pop("certificates")
@@ -78,9 +80,9 @@ def run(params, check_mode=False, diff=False):
     # The kinds being rotated (all of them for a plain read).
     kinds = [kind for kind in KINDS if kind in params["rotation_dirs"]] or list(KINDS)
     result["stray_cas"] = _stray_cas(cluster, kinds, rotations, certificates)
-    result["warnings"] = [_stray_warning(kind, strays, params["remove_stray_cas"]) for kind, strays in result["stray_cas"].items()]
+    result["warnings"] = [_stray_warning(kind, strays, params["remove_stray_cas"], label) for kind, strays in result["stray_cas"].items()]
     if problems:
-        result.update(failed=True, msg="preflight refused the rotation before any change: " + " ".join(problems))
+        return refusal(problems, result)
     return result
 
 
@@ -92,6 +94,37 @@ def _check_writable(params, user_target):
     problems = [problem for problem in (_files.write_problem(path, what) for path, what in files if path) if problem]
     if problems:
         raise ConfigError("files the rotation updates at its end cannot be written, so nothing was changed: %s" % " ".join(problems))
+
+
+def refusal(problems, result):
+    """A refused preflight: the problems lead (each says what is wrong, on which nodes, what to do); what was read follows
+    as `details` (no certificate PEM), which the action plugin shows from -v on."""
+    details = {key: result[key] for key in ("nodes", "members", "stray_cas", "talosconfig_used", "endpoints") if key in result}
+    details["issuing_ca"] = {kind: {key: value for key, value in ca.items() if key != "crt"}
+                             for kind, ca in result.get("issuing_ca", {}).items()}
+    return {"changed": False, "failed": True, "warnings": result.get("warnings", []), "problems": problems, "details": details,
+            "msg": "preflight refused the rotation before any change%s: %s" % (
+                " (%d problems)" % len(problems) if len(problems) > 1 else "", " ".join(problems))}
+
+
+def _labeller(names):
+    """node address -> "inventory name (address)" when the inventory name is known and differs, else the address."""
+    def label(node):
+        name = names.get(node)
+        return "%s (%s)" % (name, node) if name and name != node else node
+    return label
+
+
+def _name_nodes(cluster):
+    """Version through the endpoint (the `node` header) carries no hostname: take it from the member listing the address."""
+    by_address = {normal_address(address): member.get("hostname") for member in cluster["members"]
+                  for address in member.get("addresses") or ()}
+    for node, facts in cluster["nodes"].items():
+        hostname = facts.get("hostname") or by_address.get(normal_address(node))
+        if hostname:
+            facts["hostname"] = hostname
+        else:
+            facts.pop("hostname", None)
 
 
 def _check_endpoints(target):
@@ -228,7 +261,7 @@ def _parse_version(tag):
         return None
 
 
-def _check(cluster, params, rotations):
+def _check(cluster, params, rotations, label=str):
     problems = []
     nodes = cluster["nodes"]
     for group, members in (("controlplane", params["controlplanes"]), ("worker", params["workers"])):
@@ -236,28 +269,28 @@ def _check(cluster, params, rotations):
             actual = "worker" if nodes[node]["machine_type"] == "worker" else "controlplane"
             if actual != group:
                 problems.append("%s is listed under %s but its machine.type is %s: move it to the %s group." % (
-                    node, group, nodes[node]["machine_type"], actual))
+                    label(node), group, nodes[node]["machine_type"], actual))
     for node, facts in nodes.items():
         version = _parse_version(facts["talos_version"])
         if version is not None and version < MINIMUM_VERSION:
             problems.append("%s runs Talos %s: CA rotation needs Talos v1.7 or later (acceptedCAs); upgrade it first." % (
-                node, facts["talos_version"]))
+                label(node), facts["talos_version"]))
     unhealthy = sorted(node for node, facts in nodes.items() if "kubelet" in facts and not is_ready(facts["kubelet"]))
     if unhealthy:
         problems.append("the kubelet is not running and healthy on %s (within %ss): a Kubernetes CA rotation restarts every "
                         "kubelet and waits for it, so it starts only on a healthy cluster. Fix those nodes first (talosctl -n NODE "
-                        "service kubelet; talosctl -n NODE logs kubelet), then rerun." % (", ".join(unhealthy), params["kubelet_deadline"]))
+                        "service kubelet; talosctl -n NODE logs kubelet), then rerun." % (", ".join(map(label, unhealthy)), params["kubelet_deadline"]))
     for kind, rotation in rotations.items():
         if rotation is None:
-            problems.extend(_disagreements(kind, nodes, cluster["issuing_ca"].get(kind)))
+            problems.extend(_disagreements(kind, nodes, cluster["issuing_ca"].get(kind), label))
             continue
         for node, facts in nodes.items():
             cas = _rotation.NodeCAs(facts[kind]["issuing_ca"], tuple(facts[kind]["accepted_cas"]))
             facts[kind]["progress"] = _rotation.progress(cas, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
             if facts[kind]["progress"] == _rotation.FOREIGN:
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
-                                "directory belongs to another cluster or rotation." % (node, kind, rotation.path))
-    problems.extend(_missing_progress(params, nodes, rotations))
+                                "directory belongs to another cluster or rotation." % (label(node), kind, rotation.path))
+    problems.extend(_missing_progress(params, nodes, rotations, label))
     problems.extend(_members_left_out(cluster["members"], params))
     problems.extend(_mixed_clusters(nodes, params))
     problems.extend(_not_members(nodes, cluster["members"], params))
@@ -265,9 +298,8 @@ def _check(cluster, params, rotations):
 
 
 def node_label(node, params):
-    """`name (address)` when the inventory name is known, else the address."""
-    name = params.get("node_names", {}).get(node)
-    return "%s (%s)" % (name, node) if name and name != node else node
+    """`name (address)` when the inventory name is known, else the address (the same rule as _labeller)."""
+    return _labeller(params.get("node_names") or {})(node)
 
 
 _ONE_CLUSTER_PER_RUN = ("A rotation covers exactly one cluster: give each cluster its own inventory (or its own "
@@ -384,9 +416,10 @@ def _stray_cas(cluster, kinds, rotations, certificates):
     return found
 
 
-def _stray_warning(kind, strays, remove):
-    described = "; ".join("%s (%s, expires %s) on %s" % (stray["fingerprint"][:16], stray["subject"], stray["not_after"], _some(stray["nodes"]))
-                          for stray in strays)
+def _stray_warning(kind, strays, remove, label=str):
+    described = "; ".join("%s (%s, expires %s) on %s" % (
+        stray["fingerprint"][:16], stray["subject"], stray["not_after"], _some([label(node) for node in stray["nodes"]]))
+        for stray in strays)
     fate = ("they are removed in the remove phase (remove_stray_cas), and clients whose certificates they issued are refused "
             "from then on" if remove else
             "the rotation keeps them; to drop them in the remove phase, set rotate_ca_remove_stray_cas=true (talos_machine_patch "
@@ -400,7 +433,7 @@ def _some(nodes):
     return named if len(nodes) <= NODES_NAMED else "%s and %d more" % (named, len(nodes) - NODES_NAMED)
 
 
-def _shared_addresses(cluster, params, endpoints):
+def _shared_addresses(cluster, params, endpoints, label=str):
     """A shared virtual IP reaches whichever control plane holds it (siderolabs/talos#10357): never a node address, nor an
     endpoint, which moves when etcd elects another holder - something a rotation can cause."""
     vips = {normal_address(address) for facts in cluster["nodes"].values() for address in facts["virtual_ips"]}
@@ -417,7 +450,7 @@ def _shared_addresses(cluster, params, endpoints):
             problems.append("%s, listed as a node, is a shared virtual IP (declared in the machine config of %s): it reaches "
                             "whichever control plane holds it, so that node would be patched twice under two names. List every "
                             "node once, by its own address (talos_node_address or ansible_host), and drop the VIP from the "
-                            "inventory." % (address, _some(declared[normal_address(address)])))
+                            "inventory." % (label(address), _some([label(node) for node in declared[normal_address(address)]])))
     for endpoint in endpoints:
         host = normal_address(endpoint_host(endpoint))
         if host in declared:
@@ -425,14 +458,14 @@ def _shared_addresses(cluster, params, endpoints):
                             "control plane whenever etcd elects a new holder, which a rotation can cause, and Talos advises "
                             "against it as a talosctl endpoint. Use the control planes' own addresses as endpoints "
                             "(talos_endpoints / rotate_ca_endpoints, or the talosconfig context's endpoints)." % (
-                                endpoint, _some(declared[host])))
+                                endpoint, _some([label(node) for node in declared[host]])))
     for member in cluster["members"]:
         addresses = {normal_address(address) for address in member.get("addresses") or ()}
         aliases = [address for address in listed if normal_address(address) in addresses]
         if len(aliases) > 1:
             problems.append("%s are addresses of one cluster member, %s: the inventory lists that node more than once, "
                             "and only one of them is its own address (another is a shared VIP or a second interface). List "
-                            "it once, by its own address." % (" and ".join(aliases), member_name(member)))
+                            "it once, by its own address." % (" and ".join(map(label, aliases)), member_name(member)))
     return problems
 
 
@@ -471,7 +504,7 @@ def _check_required_progress_spec(params):
                                 % (", ".join(KINDS), ", ".join(_rotation.PROGRESS), kind, minimum))
 
 
-def _missing_progress(params, nodes, rotations):
+def _missing_progress(params, nodes, rotations, label=str):
     """A job that starts with a later phase (phases as separate jobs) needs every node through the earlier ones."""
     problems = []
     for kind, minimum in params["require_progress"].items():
@@ -487,12 +520,13 @@ def _missing_progress(params, nodes, rotations):
                         and _rotation.PROGRESS.index(facts[kind]["progress"]) < _rotation.PROGRESS.index(minimum))
         if behind:
             problems.append("this run starts after the %s phase of the %s CA rotation, but %s %s not reached it (%s): run the "
-                            "%s phase first." % (phase, kind, ", ".join(behind), "has" if len(behind) == 1 else "have",
-                                                 ", ".join("%s is %s" % (node, nodes[node][kind]["progress"]) for node in behind), phase))
+                            "%s phase first." % (phase, kind, ", ".join(map(label, behind)), "has" if len(behind) == 1 else "have",
+                                                 ", ".join("%s is %s" % (label(node), nodes[node][kind]["progress"]) for node in behind),
+                                                 phase))
     return problems
 
 
-def _disagreements(kind, nodes, endpoint_issuing):
+def _disagreements(kind, nodes, endpoint_issuing, label=str):
     """Before a rotation starts, every node must issue with the CA the endpoint reports."""
     expected = (endpoint_issuing or {}).get("fingerprint")
     # A node without an issuing CA field (a v1.14+ worker's Kubernetes CA) must at least accept the endpoint's.
@@ -503,4 +537,4 @@ def _disagreements(kind, nodes, endpoint_issuing):
     return ["%s: the %s issuing CA differs from the endpoint's (%s) (on nodes without an issuing CA field: the endpoint's is not "
             "accepted), so a rotation is already half done (an aborted "
             "`talosctl rotate-ca`?) or the nodes belong to different clusters. Bring every node back to one issuing CA "
-            "first." % (", ".join(odd), kind, (expected or "none")[:16])]
+            "first." % (", ".join(map(label, odd)), kind, (expected or "none")[:16])]

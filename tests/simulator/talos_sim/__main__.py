@@ -24,7 +24,8 @@ def _arguments(argv):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv=None, ready_lines=None) -> int:
+    """Run until SIGINT/SIGTERM; `ready_lines(cluster)` gives more lines to print once the cluster serves."""
     args = _arguments(argv)
     versions = args.talos_version.split(",")
     stop = threading.Event()
@@ -49,6 +50,8 @@ def main(argv=None) -> int:
                             ("nodes", cluster.nodes_path)):
             print("%-13s %s" % (label, path))
         print("Kubernetes API: https://<control plane>:6443")
+        for line in ready_lines(cluster) if ready_lines else ():
+            print(line)
         print("Press Ctrl-C to stop.", flush=True)
         with open(ready_marker, "w", encoding="utf-8") as handle:
             handle.write("%s\n" % cluster.endpoint)

@@ -70,7 +70,7 @@ class FakeCluster:
 
 DEFAULTS = {
     "plugin": "talosops.pki.talos", "talosconfig": None, "context": None, "endpoints": None, "server_ca": None,
-    "call_timeout": 30.0, "retry_deadline": 10.0, "vips": [], "addresses": {}, "discovery_nodes": None,
+    "call_timeout": 30.0, "retry_deadline": 10.0, "vips": [], "addresses": {}, "discovery_nodes": None, "rotation_dir": None,
     "compose": {}, "groups": {}, "keyed_groups": [], "strict": False, "leading_separator": True, "use_extra_vars": False,
     "cache": False, "cache_plugin": "jsonfile", "cache_connection": None, "cache_timeout": 3600, "cache_prefix": "talos_",
 }
