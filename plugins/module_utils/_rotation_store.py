@@ -9,7 +9,7 @@ Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
   <dir>/ca.crt            the new CA
   <dir>/ca.key            its key, under the PEM label Talos writes
   <dir>/previous-ca.crt   the CA being replaced (certificate only)
-  <dir>/rotation.json     kind, fingerprints, creation time (no key material)
+  <dir>/rotation.json     kind, fingerprints, creation time, completion time once completed (no key material)
   <dir>/audit.jsonl       one JSON line per CA operation: time, event, node, phase, fingerprints (no key material)
 
 The set is written into a sibling temp folder and renamed into place, so the directory
@@ -54,6 +54,23 @@ class Rotation:
     def previous_ca_fingerprint(self):
         return self.state["previous_ca_fingerprint"]
 
+    @property
+    def created(self):
+        return self.state["created"]
+
+    @property
+    def completed(self):
+        """When the run that finished this rotation wrote its credentials (UTC, ISO 8601), or None while it is in progress."""
+        return self.state.get("completed")
+
+    def mark_completed(self):
+        """Record that every node runs the new CA alone and the credentials were written: only now may it be archived."""
+        if self.completed:
+            return False
+        self.state = dict(self.state, completed=_now())
+        _files.atomic_write(self.file(STATE_FILE), _state_bytes(self.state))
+        return True
+
     def file(self, name):
         return os.path.join(self.path, name)
 
@@ -91,6 +108,7 @@ class Rotation:
             "ca_fingerprint": self.ca_fingerprint,
             "previous_ca_fingerprint": self.previous_ca_fingerprint,
             "created": self.state["created"],
+            "completed": self.completed,
             "audit_log_path": self.file(AUDIT_LOG),
         }
 
@@ -135,7 +153,7 @@ def create(path, kind, previous_ca_crt, new_ca):
         "kind": kind,
         "ca_fingerprint": _pki.fingerprint(new_ca.crt),
         "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _now(),
     }
     staging = tempfile.mkdtemp(prefix=".%s.staging-" % os.path.basename(path), dir=parent)
     try:
@@ -143,7 +161,7 @@ def create(path, kind, previous_ca_crt, new_ca):
         _files.atomic_write(os.path.join(staging, CA_KEY), new_ca.key)
         _files.atomic_write(os.path.join(staging, CA_CERT), new_ca.crt)
         _files.atomic_write(os.path.join(staging, PREVIOUS_CA_CERT), previous_ca_crt)
-        _files.atomic_write(os.path.join(staging, STATE_FILE), (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
+        _files.atomic_write(os.path.join(staging, STATE_FILE), _state_bytes(state))
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
         os.rename(staging, path)
@@ -154,6 +172,14 @@ def create(path, kind, previous_ca_crt, new_ca):
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Rotation(path, state)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state_bytes(state):
+    return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
 
 
 def archive(path):

@@ -65,8 +65,17 @@ options:
     default: true
   start_new:
     description:
-      - When O(path) holds a rotation that has completed (its new CA is O(previous_ca), the cluster's issuing CA now), move it to
-        C(<path>.archived-<UTC time>) and start a new rotation. A rotation still in progress is never archived - refused.
+      - When O(path) holds a rotation that has completed (recorded by O(complete), and its new CA is O(previous_ca), the
+        cluster's issuing CA now), move it to C(<path>.archived-<UTC time>) and start a new rotation.
+      - A rotation still in progress is never archived - it is resumed with its own CA, with a warning, so that a rerun of
+        the same command after an interruption finishes it. Refused when the completed rotation's CA no longer issues on the
+        cluster (another rotation changed it since).
+    type: bool
+    default: false
+  complete:
+    description:
+      - Record in C(rotation.json) that the rotation in O(path) has completed - the caller has proven every node on the new CA
+        alone and written the new credentials. Only a completed rotation is archived by O(start_new). Use with O(create=false).
     type: bool
     default: false
   talosconfig:
@@ -201,6 +210,14 @@ audit_log_path:
   returned: always
   type: str
   sample: /var/lib/talos-rotation/talos/audit.jsonl
+completed:
+  description: When the rotation was recorded as completed (UTC, ISO 8601), or null while it is in progress.
+  returned: always
+  type: str
+completion:
+  description: With O(complete) - C(path) of the rotation and whether it was C(changed) (recorded as completed now).
+  returned: when O(complete=true)
+  type: dict
 ca:
   description: Facts of the new CA - subject, issuer, fingerprint_sha256, not_before, not_after, is_ca, key_type, key usages.
   returned: always

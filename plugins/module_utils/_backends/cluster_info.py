@@ -96,9 +96,13 @@ def _check_client_usage(target):
 
 
 def _choose_credentials(params, user_target):
-    """The rotation's new admin talosconfig once the endpoint trusts it, else the user's."""
+    """The rotation's new admin talosconfig once the endpoint trusts it, else the user's.
+
+    Not once its rotation has completed: the user's talosconfig then holds the same CA's credentials, and a run that starts
+    a new rotation archives the completed one and writes the new, not yet trusted, CA's credentials at the same path.
+    """
     preferred = params.get("prefer_talosconfig")
-    if preferred and os.path.isfile(preferred):
+    if preferred and os.path.isfile(preferred) and not _completed_rotation_holds(preferred):
         target = Target(dict(params, context=user_target.context.name), talosconfig=preferred)
         try:
             run_async(_version(target))
@@ -106,6 +110,15 @@ def _choose_credentials(params, user_target):
         except ClientNotTrustedError:
             pass
     return user_target
+
+
+def _completed_rotation_holds(talosconfig):
+    """Whether `talosconfig` sits in the folder of a Talos API CA rotation recorded as completed."""
+    try:
+        rotation = _rotation_store.load(os.path.dirname(os.path.abspath(talosconfig)), kind="talos")
+    except TalosPKIError:
+        return False  # not a rotation folder of ours: the file is judged by whether the endpoint trusts it
+    return rotation is not None and bool(rotation.completed)
 
 
 async def _version(target):
