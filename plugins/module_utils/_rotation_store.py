@@ -81,6 +81,9 @@ class Rotation:
         _pki.check_key_pair(crt, key, what="rotation CA in %s" % self.path)
         return _pki.CertAndKey(crt, key)
 
+    def ca_cert(self):
+        return _files.read_bytes(self.file(CA_CERT), "rotation CA certificate")
+
     def previous_ca_cert(self):
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 
@@ -109,6 +112,7 @@ class Rotation:
             "previous_ca_fingerprint": self.previous_ca_fingerprint,
             "created": self.state["created"],
             "completed": self.completed,
+            "rotation_id": self.state.get("id"),
             "audit_log_path": self.file(AUDIT_LOG),
         }
 
@@ -155,6 +159,9 @@ def create(path, kind, previous_ca_crt, new_ca):
         "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
         "created": _now(),
     }
+    marker = _pki.rotation_marker(new_ca.crt)
+    if marker:
+        state["id"] = marker["id"]  # the rotation id the nodes show in the CA's rotation marker
     staging = tempfile.mkdtemp(prefix=".%s.staging-" % os.path.basename(path), dir=parent)
     try:
         os.chmod(staging, _files.PRIVATE_DIR_MODE)
@@ -182,9 +189,10 @@ def _state_bytes(state):
     return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
 
 
-def archive(path):
-    """Move a finished rotation aside (<path>.archived-<UTC time>) so a new one can start."""
+def archive(path, label="archived"):
+    """Move a rotation aside (<path>.<label>-<UTC time>) so a new one can start: a finished one (archived), or one that
+    lost the race for the cluster and took its CA off the nodes again (withdrawn)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = "%s.archived-%s" % (path.rstrip(os.sep), stamp)
+    target = "%s.%s-%s" % (path.rstrip(os.sep), label, stamp)
     os.rename(path, target)
     return target

@@ -10,7 +10,7 @@ import datetime
 import os
 import tempfile
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle, TalosConfig, TalosContext
 
@@ -146,7 +146,9 @@ def _create(params, check_mode):
                                  "of the cluster, e.g. from talos_cluster_info's issuing_ca.")
     previous = params["previous_ca"].encode()
     _pki.validate_ca(previous, what="previous CA")
-    new_ca = _pki.generate_ca(params["kind"], params["algorithm"], validity_hours=params["validity_hours"])
+    # The rotation marker makes this rotation visible on the cluster to runs from any other directory or controller.
+    marker = _claim.new_marker(_pki.fingerprint(previous))
+    new_ca = _pki.generate_ca(params["kind"], params["algorithm"], validity_hours=params["validity_hours"], marker=marker)
     # Check mode must not touch the rotation directory, yet later dry runs need a CA with a key:
     # a throwaway CA no node will ever trust goes to a private temp dir instead.
     path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
