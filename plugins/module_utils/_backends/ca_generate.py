@@ -81,7 +81,7 @@ def run(params, check_mode=False, diff=False):
         result["changed"] |= result["secrets_file"]["changed"]
         if result["secrets_file"]["changed"] and not check_mode:
             rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
-    if params["complete"]:
+    if params.get("complete"):  # callers that build params by hand may leave it out
         result["completion"] = _complete(rotation, check_mode)
         result["changed"] |= result["completion"]["changed"]
         result["completed"] = rotation.completed
