@@ -1,4 +1,4 @@
-"""Rotate again: `rotate_ca_start_new` archives a completed rotation and starts the next one, for both CAs.
+"""Rotate again: `rotate_ca_start_new` archives a completed rotation and starts the next, for both CAs, four in a row.
 
 A completed rotation is one whose every node runs the new CA alone and whose talosconfig, kubeconfig and secrets.yaml
 were written. Only that is archived; a rerun of the same command after an interrupted second rotation finishes that
@@ -65,12 +65,12 @@ def new_cas(rotation_dir):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_three_rotations_in_a_row_of_both_cas(make_sim_cluster, tmp_path, shape):
+def test_four_rotations_in_a_row_of_both_cas(make_sim_cluster, tmp_path, shape):
     cluster = make_sim_cluster(controlplanes=2, workers=1, talos_version=shape, kubelet_restart_delay=0.05)
     rotation_dir = str(tmp_path / "rotation")
     variables = both_flows(cluster)
     seen = []
-    for number in range(3):
+    for number in range(4):
         old_ca = old_ca_der_of(cluster)
         old_talosconfig, old_kubeconfig = snapshot_credentials(cluster, tmp_path, str(number))
         extra = dict(variables, rotate_ca_start_new=True) if number else variables
@@ -83,16 +83,16 @@ def test_three_rotations_in_a_row_of_both_cas(make_sim_cluster, tmp_path, shape)
         assert_credentials(cluster, old_talosconfig, works=False, server_ca=talos_ca)
         assert_kubernetes_on(cluster, kubernetes_ca, old_kubeconfig)
         assert_secrets_hold(cluster, talos_ca, kubernetes_ca)
-    assert len({cas for cas in seen}) == 3, "each rotation must make new CAs"
+    assert len(set(seen)) == 4, "each rotation must make new CAs"
     for kind in ("talos", "kubernetes"):
         archived = sorted(glob.glob(os.path.join(rotation_dir, kind + ".archived-*")))
-        assert len(archived) == 2, archived
-        # Each archive holds a completed rotation: its own CA, recorded as completed, with its audit log.
-        for folder, cas in zip(archived, seen[:2]):
+        assert len(archived) == 3, archived
+        # Each archive holds a completed rotation: its own CA, recorded as completed.
+        for folder, cas in zip(archived, seen[:3]):
             assert read(os.path.join(folder, "ca.crt")) == cas[0 if kind == "talos" else 1]
             assert json.loads(read(os.path.join(folder, "rotation.json")))["completed"]
 
-    # A rerun of the last command with nothing in progress starts a fourth rotation; without start_new nothing changes.
+    # Without start_new, a rerun after the last rotation changes nothing.
     again = run_playbook(cluster, rotation_dir, extra_vars=variables)
     assert again.returncode == 0 and all(counts["changed"] == 0 for counts in again.recap.values()), again.output[-4000:]
 
