@@ -97,13 +97,15 @@ _LABEL_FORMATS = {
 
 SERIAL_NUMBER_BITS = 128  # siderolabs/crypto NewSerialNumber: uniform below 2**128
 SUBJECT_KEY_ID_BYTES = 20  # same length as the SHA-1 based identifiers tools usually write
-# The rotation marker: a non-critical extension under a UUID-based OID (ITU-T X.667, arc 2.25, free to use without
-# registration) whose value is a DER UTF8String holding a small JSON object (rotation id, the CA it replaces, when and
-# where the rotation started). Go's x509, which Talos, trustd and kube-apiserver use, keeps unknown non-critical
-# extensions and ignores them; Talos compares CAs by their PEM bytes. It makes a rotation in progress visible on the
-# cluster itself, to runs from any rotation directory or controller.
-ROTATION_MARKER_OID = "2.25.238534935033168878218055956743515199809"
-_DER_UTF8_STRING = 0x0C
+# The rotation marker: the Netscape comment extension (nsComment, non-critical, an IA5String that OpenSSL prints as
+# "Netscape Comment") holding ROTATION_MARKER_PREFIX and a small ASCII JSON object (rotation id, the CA it replaces,
+# when and on which controller the rotation started). Go's x509, which Talos, trustd, kube-apiserver and kubectl use,
+# keeps unknown non-critical extensions and ignores them - but only under OIDs whose arcs fit in an int: a UUID OID
+# (2.25.<128-bit>) makes Go refuse the whole certificate ("malformed extension OID field"). Talos compares CAs by
+# their PEM bytes. The marker makes a rotation in progress visible on the cluster to runs from any directory.
+ROTATION_MARKER_OID = "2.16.840.1.113730.1.13"
+ROTATION_MARKER_PREFIX = "talosops.pki rotation "
+_DER_IA5_STRING = 0x16
 
 _PEM_BLOCK_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 _PEM_LINE_LENGTH = 64
@@ -329,23 +331,23 @@ def _subject_label(certificate):
     return subject if subject else "(empty subject)"
 
 
-def _der_utf8(text):
-    data = text.encode("utf-8")
+def _der_ia5(text):
+    data = text.encode("ascii")
     if len(data) < 0x80:
-        return bytes((_DER_UTF8_STRING, len(data))) + data
+        return bytes((_DER_IA5_STRING, len(data))) + data
     length = len(data).to_bytes((len(data).bit_length() + 7) // 8, "big")
-    return bytes((_DER_UTF8_STRING, 0x80 | len(length))) + length + data
+    return bytes((_DER_IA5_STRING, 0x80 | len(length))) + length + data
 
 
-def _der_utf8_text(der):
-    if len(der) < 2 or der[0] != _DER_UTF8_STRING:
+def _der_ia5_text(der):
+    if len(der) < 2 or der[0] != _DER_IA5_STRING:
         return None
     size, start = der[1], 2
     if size & 0x80:
         start = 2 + (size & 0x7F)
         size = int.from_bytes(der[2:start], "big")
     body = der[start:start + size]
-    return body.decode("utf-8", "replace") if len(body) == size else None
+    return body.decode("ascii", "replace") if len(body) == size else None
 
 
 def rotation_marker(cert_or_pem):
@@ -355,9 +357,11 @@ def rotation_marker(cert_or_pem):
         extension = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(ROTATION_MARKER_OID))
     except x509.ExtensionNotFound:
         return None
-    text = _der_utf8_text(extension.value.value)
+    text = _der_ia5_text(extension.value.value) or ""
+    if not text.startswith(ROTATION_MARKER_PREFIX):
+        return None  # another tool's comment
     try:
-        marker = json.loads(text) if text else None
+        marker = json.loads(text[len(ROTATION_MARKER_PREFIX):])
     except ValueError:
         return None
     return marker if isinstance(marker, dict) and marker.get("id") else None
@@ -738,7 +742,7 @@ def _start_time(now):
 def generate_ca(kind, algorithm=None, validity_hours=CA_VALIDITY_HOURS, now=None, marker=None):
     """A new self-signed CA of `kind` with the parameters Talos uses (TALOS-FACTS section 3).
 
-    `marker` (a dict with an "id") adds the rotation marker extension (ROTATION_MARKER_OID), non-critical.
+    `marker` (a dict with an "id") adds the rotation marker (ROTATION_MARKER_OID, non-critical).
     """
     ensure_cryptography()
     if kind not in KINDS:
@@ -768,8 +772,8 @@ def generate_ca(kind, algorithm=None, validity_hours=CA_VALIDITY_HOURS, now=None
         .add_extension(x509.SubjectKeyIdentifier(secrets.token_bytes(SUBJECT_KEY_ID_BYTES)), critical=False)
     )
     if marker:
-        text = json.dumps(marker, sort_keys=True, separators=(",", ":"))
-        builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(ROTATION_MARKER_OID), _der_utf8(text)),
+        text = ROTATION_MARKER_PREFIX + json.dumps(marker, sort_keys=True, separators=(",", ":"))  # ASCII: non-ASCII is escaped
+        builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(ROTATION_MARKER_OID), _der_ia5(text)),
                                         critical=False)
     certificate = builder.sign(private_key, _signature_hash(private_key))
     return CertAndKey(crt=certificate.public_bytes(serialization.Encoding.PEM), key=dump_private_key(private_key))

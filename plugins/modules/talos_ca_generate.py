@@ -13,8 +13,8 @@ description:
   - Creates a new CA exactly as Talos generates its own (Talos API CA - Ed25519, O=talos; Kubernetes API CA - ECDSA P-256,
     O=kubernetes; ten years; CA key usage and both server and client EKUs) and persists it, with the certificate of the
     CA it replaces, into the rotation directory O(path) (0700, files 0600) before anything else uses it.
-  - The new CA also carries a non-critical rotation marker extension (rotation id, the CA it replaces, start time and
-    controller host name; no secret), which Talos and Kubernetes ignore. It shows the rotation in progress on the cluster
+  - The new CA also carries a rotation marker in a non-critical comment extension (nsComment; rotation id, the CA it
+    replaces, start time and controller host name; no secret), which Talos and Kubernetes ignore. It shows the rotation in progress on the cluster
     itself, so that a run from another rotation directory or controller is refused before it changes any node.
   - Idempotent - an existing, valid rotation in O(path) is reused and reported unchanged, so an interrupted rotation
     resumes with the same new CA. Starting a new rotation means archiving the old directory first.

@@ -22,6 +22,25 @@ def test_marker_round_trips_and_keeps_talos_parameters(kind):
     assert set(marker) == {"id", "previous", "created", "host"}
 
 
+def test_marker_oid_is_one_go_can_parse():
+    # Go's x509 (Talos, trustd, kube-apiserver, kubectl) refuses a whole certificate whose extension OID has an arc
+    # that does not fit in an int ("malformed extension OID field"), e.g. a UUID OID 2.25.<128 bits>.
+    assert all(int(arc) < 2 ** 31 for arc in _pki.ROTATION_MARKER_OID.split("."))
+
+
+def test_another_tools_comment_is_not_a_marker():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    ca = _pki.load_certificate(_pki.generate_ca("kubernetes").crt)
+    key = ec.generate_private_key(ec.SECP256R1())
+    comment = b"\x16\x1bOpenSSL Generated Certificate"
+    builder = x509.CertificateBuilder(ca.issuer, ca.subject, key.public_key(), 1, ca.not_valid_before_utc, ca.not_valid_after_utc)
+    builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(_pki.ROTATION_MARKER_OID), comment), critical=False)
+    crt = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    assert _pki.rotation_marker(crt) is None
+
+
 def test_a_ca_without_marker_is_not_marked():
     assert _claim.marked(_pki.generate_ca("talos").crt) is None
     assert _pki.describe_certificate(_pki.generate_ca("kubernetes").crt)["rotation_marker"] is None
