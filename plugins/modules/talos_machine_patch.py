@@ -76,12 +76,7 @@ options:
     type: str
     default: no_reboot
     choices: [no_reboot, auto]
-  wait_claim:
-  description: With O(claim) - the C(node) claimed and C(rivals_waited_for), the fingerprints of the CAs of runs that lost
-    the race and were still on the node after the claim (empty when there were none); C(warning) when one of them stayed.
-  returned: when O(claim=true), outside check mode
-  type: dict
-kubelet:
+  wait_kubelet:
     description:
       - Wait for the node's kubelet to restart and come back running and healthy after the change (O(ca=kubernetes) only).
       - Skipped in check mode, when nothing changes, and when the change leaves the node's CA bundle (accepted CAs, then
@@ -213,6 +208,11 @@ apply_mode:
   returned: changed
   type: str
   sample: no_reboot
+claim:
+  description: With O(claim) - the C(node) claimed and C(rivals_waited_for), the fingerprints of the CAs of runs that lost
+    the race and were still on the node after the claim (empty when there were none); C(warning) when one of them stayed.
+  returned: when O(claim=true), outside check mode
+  type: dict
 kubelet:
   description: The kubelet's restart after the change - C(restarted), C(seconds) it took, C(transitions) seen (V(stopped),
     V(running (not healthy yet)), V(running and healthy)).
