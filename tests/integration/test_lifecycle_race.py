@@ -14,7 +14,7 @@ import pytest
 from talos_sim.testing import admin_credentials, apply_request, call
 
 from _playbook import run_playbook
-from _talos_state import assert_credentials, old_ca_der_of, read
+from _talos_state import assert_credentials, read
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki
 from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_generate, machine_patch

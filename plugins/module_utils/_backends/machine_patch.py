@@ -197,10 +197,10 @@ class _Claim:
             if not losers:
                 return {"node": node, "rivals_waited_for": waited}
             if loop.time() > deadline:
+                stayed = ", ".join(_claim.describe(ca) for ca in losers)
                 return {"node": node, "rivals_waited_for": waited, "warning": (
                     "%s still carries %s, which lost the race for the cluster to this rotation but whose run did not take it "
-                    "off within %ss: it is kept as a stray CA." % (node, ", ".join(_claim.describe(ca) for ca in losers),
-                                                                    self.params["claim_deadline"]))}
+                    "off within %ss: it is kept as a stray CA." % (node, stayed, self.params["claim_deadline"]))}
 
     async def _withdraw(self, client, node, config, node_cas):
         after = _claim.without(node_cas, self.mine.fingerprint)

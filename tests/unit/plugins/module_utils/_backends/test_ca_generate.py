@@ -20,7 +20,8 @@ def fixture_old_ca():
 
 def params(path, old_ca, **overrides):
     values = {"path": str(path), "kind": "talos", "algorithm": None, "validity_hours": 87600, "previous_ca": old_ca.crt.decode(),
-              "create": True, "start_new": False, "complete": False, "talosconfig": None, "secrets_file": None, "previous_talosconfig": None, "return_key": False}
+              "create": True, "start_new": False, "complete": False, "talosconfig": None, "secrets_file": None, "previous_talosconfig": None,
+              "return_key": False}
     values.update(overrides)
     return values
 
