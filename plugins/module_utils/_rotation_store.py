@@ -194,5 +194,9 @@ def archive(path, label="archived"):
     lost the race for the cluster and took its CA off the nodes again (withdrawn)."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = "%s.%s-%s" % (path.rstrip(os.sep), label, stamp)
+    number = 1
+    while os.path.lexists(target):  # two in the same second: never rename onto an earlier one
+        number += 1
+        target = "%s.%s-%s-%d" % (path.rstrip(os.sep), label, stamp, number)
     os.rename(path, target)
     return target
