@@ -83,9 +83,9 @@ def test_without_takes_a_ca_out_of_the_accepted_only():
 def test_two_archives_in_the_same_second_do_not_collide(tmp_path):
     from ansible_collections.talosops.pki.plugins.module_utils import _rotation_store
     targets = []
-    for _ in range(3):
+    for number in range(3):
         (tmp_path / "talos").mkdir()
-        (tmp_path / "talos" / "marker").write_text(str(len(targets)))
+        (tmp_path / "talos" / "marker").write_text(str(number))
         targets.append(_rotation_store.archive(str(tmp_path / "talos"), label="withdrawn"))
     assert len(set(targets)) == 3 and all((tmp_path / target).is_dir() for target in targets)
     assert sorted((tmp_path / target / "marker").read_text() for target in targets) == ["0", "1", "2"]
