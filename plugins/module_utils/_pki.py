@@ -18,6 +18,7 @@ import binascii
 import datetime
 import hashlib
 import ipaddress
+import json
 import re
 import secrets
 import traceback
@@ -101,6 +102,15 @@ _LABEL_FORMATS = {
 
 SERIAL_NUMBER_BITS = 128  # siderolabs/crypto NewSerialNumber: uniform below 2**128
 SUBJECT_KEY_ID_BYTES = 20  # same length as the SHA-1 based identifiers tools usually write
+# The rotation marker: the Netscape comment extension (nsComment, non-critical, an IA5String that OpenSSL prints as
+# "Netscape Comment") holding ROTATION_MARKER_PREFIX and a small ASCII JSON object (rotation id, the CA it replaces,
+# when and on which controller the rotation started). Go's x509, which Talos, trustd, kube-apiserver and kubectl use,
+# keeps unknown non-critical extensions and ignores them - but only under OIDs whose arcs fit in an int: a UUID OID
+# (2.25.<128-bit>) makes Go refuse the whole certificate ("malformed extension OID field"). Talos compares CAs by
+# their PEM bytes. The marker makes a rotation in progress visible on the cluster to runs from any directory.
+ROTATION_MARKER_OID = "2.16.840.1.113730.1.13"
+ROTATION_MARKER_PREFIX = "talosops.pki rotation "
+_DER_IA5_STRING = 0x16
 
 _PEM_BLOCK_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 _PEM_LINE_LENGTH = 64
@@ -326,6 +336,42 @@ def _subject_label(certificate):
     return subject if subject else "(empty subject)"
 
 
+def _der_ia5(text):
+    data = text.encode("ascii")
+    if len(data) < 0x80:
+        return bytes((_DER_IA5_STRING, len(data))) + data
+    length = len(data).to_bytes((len(data).bit_length() + 7) // 8, "big")
+    return bytes((_DER_IA5_STRING, 0x80 | len(length))) + length + data
+
+
+def _der_ia5_text(der):
+    if len(der) < 2 or der[0] != _DER_IA5_STRING:
+        return None
+    size, start = der[1], 2
+    if size & 0x80:
+        start = 2 + (size & 0x7F)
+        size = int.from_bytes(der[2:start], "big")
+    body = der[start:start + size]
+    return body.decode("ascii", "replace") if len(body) == size else None
+
+
+def rotation_marker(cert_or_pem):
+    """The rotation marker a CA made by this collection carries (a dict), or None (Talos' own CAs, other tools')."""
+    certificate = load_certificate(cert_or_pem)
+    try:
+        extension = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(ROTATION_MARKER_OID))
+    except x509.ExtensionNotFound:
+        return None
+    text = _der_ia5_text(extension.value.value) or ""
+    if not text.startswith(ROTATION_MARKER_PREFIX):
+        return None  # another tool's comment
+    try:
+        marker = json.loads(text[len(ROTATION_MARKER_PREFIX):])
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) and marker.get("id") else None
+
+
 def describe_certificate(cert_or_pem):
     """JSON-serialisable summary of a certificate, for reports and module results."""
     certificate = load_certificate(cert_or_pem)
@@ -354,6 +400,7 @@ def describe_certificate(cert_or_pem):
         "subject_key_id": subject_key_id.value.digest.hex() if subject_key_id else None,
         "authority_key_id": authority_key_id.value.key_identifier.hex()
         if authority_key_id and authority_key_id.value.key_identifier else None,
+        "rotation_marker": rotation_marker(certificate),
     }
 
 
@@ -707,8 +754,11 @@ def _start_time(now):
     return _utc(now).replace(microsecond=0)
 
 
-def generate_ca(kind, algorithm=None, validity_hours=CA_VALIDITY_HOURS, now=None):
-    """A new self-signed CA of `kind` with the parameters Talos uses (TALOS-FACTS section 3)."""
+def generate_ca(kind, algorithm=None, validity_hours=CA_VALIDITY_HOURS, now=None, marker=None):
+    """A new self-signed CA of `kind` with the parameters Talos uses (TALOS-FACTS section 3).
+
+    `marker` (a dict with an "id") adds the rotation marker (ROTATION_MARKER_OID, non-critical).
+    """
     ensure_cryptography()
     if kind not in KINDS:
         raise PKIError("unknown CA kind %r: use one of %s" % (kind, ", ".join(KINDS)))
@@ -736,6 +786,10 @@ def generate_ca(kind, algorithm=None, validity_hours=CA_VALIDITY_HOURS, now=None
         # Random like siderolabs/crypto NewSubjectKeyID, not derived from the key.
         .add_extension(x509.SubjectKeyIdentifier(secrets.token_bytes(SUBJECT_KEY_ID_BYTES)), critical=False)
     )
+    if marker:
+        text = ROTATION_MARKER_PREFIX + json.dumps(marker, sort_keys=True, separators=(",", ":"))  # ASCII: non-ASCII is escaped
+        builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(ROTATION_MARKER_OID), _der_ia5(text)),
+                                        critical=False)
     certificate = builder.sign(private_key, _signature_hash(private_key))
     return CertAndKey(crt=certificate.public_bytes(serialization.Encoding.PEM), key=dump_private_key(private_key))
 

@@ -10,7 +10,7 @@ Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
   <dir>/ca.key            its key, under the PEM label Talos writes
   <dir>/previous-ca.crt   the CA being replaced
   <dir>/previous-ca.key   its key, kept for a rollback (control planes issue with it again)
-  <dir>/rotation.json     kind, fingerprints, creation time (no key material)
+  <dir>/rotation.json     kind, fingerprints, creation time, completion time once completed (no key material)
   <dir>/audit.jsonl       one JSON line per CA operation: time, event, node, phase, fingerprints (no key material)
 
 The set is written into a sibling temp folder and renamed into place, so the directory
@@ -49,6 +49,7 @@ ROTATION_KINDS = ("talos", "kubernetes")
 ARCHIVED_SUFFIX = ".archived-"
 STAGING_SUFFIX = ".staging-"
 ROLLED_BACK_SUFFIX = ".rolled-back-"
+WITHDRAWN_SUFFIX = ".withdrawn-"
 
 
 class Rotation:
@@ -69,6 +70,23 @@ class Rotation:
     @property
     def previous_ca_fingerprint(self):
         return self.state["previous_ca_fingerprint"]
+
+    @property
+    def created(self):
+        return self.state["created"]
+
+    @property
+    def completed(self):
+        """When the run that finished this rotation wrote its credentials (UTC, ISO 8601), or None while it is in progress."""
+        return self.state.get("completed")
+
+    def mark_completed(self):
+        """Record that every node runs the new CA alone and the credentials were written: only now may it be archived."""
+        if self.completed:
+            return False
+        self.state = dict(self.state, completed=_now())
+        _files.atomic_write(self.file(STATE_FILE), _state_bytes(self.state))
+        return True
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -135,6 +153,8 @@ class Rotation:
             "ca_fingerprint": self.ca_fingerprint,
             "previous_ca_fingerprint": self.previous_ca_fingerprint,
             "created": self.state["created"],
+            "completed": self.completed,
+            "rotation_id": self.state.get("id"),
             "audit_log_path": self.file(AUDIT_LOG),
         }
 
@@ -172,7 +192,9 @@ def is_rotation_folder_entry(name):
     """Whether `name`, an entry of a rotation folder, is one the collection writes there."""
     if name in (LOCK_FILE, APPLIERS_FILE) or name in ROTATION_KINDS:
         return True
-    return any(name.startswith(kind + ARCHIVED_SUFFIX) or name.startswith(kind + ROLLED_BACK_SUFFIX) or name.startswith(".%s%s" % (kind, STAGING_SUFFIX)) for kind in ROTATION_KINDS)
+    moved_aside = (ARCHIVED_SUFFIX, ROLLED_BACK_SUFFIX, WITHDRAWN_SUFFIX)
+    return any(any(name.startswith(kind + suffix) for suffix in moved_aside) or name.startswith(".%s%s" % (kind, STAGING_SUFFIX))
+               for kind in ROTATION_KINDS)
 
 
 def check_rotation_folder(path):
@@ -213,8 +235,11 @@ def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
         "kind": kind,
         "ca_fingerprint": _pki.fingerprint(new_ca.crt),
         "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _now(),
     }
+    marker = _pki.rotation_marker(new_ca.crt)
+    if marker:
+        state["id"] = marker["id"]  # the rotation id the nodes show in the CA's rotation marker
     staging = tempfile.mkdtemp(prefix=".%s%s" % (os.path.basename(path), STAGING_SUFFIX), dir=parent)
     try:
         os.chmod(staging, _files.PRIVATE_DIR_MODE)
@@ -223,7 +248,7 @@ def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
         _files.atomic_write(os.path.join(staging, PREVIOUS_CA_CERT), previous_ca_crt)
         if previous_ca_key:
             _files.atomic_write(os.path.join(staging, PREVIOUS_CA_KEY), previous_ca_key)
-        _files.atomic_write(os.path.join(staging, STATE_FILE), (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
+        _files.atomic_write(os.path.join(staging, STATE_FILE), _state_bytes(state))
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
         os.rename(staging, path)
@@ -238,9 +263,18 @@ def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
     return Rotation(path, state)
 
 
-def archive(path):
-    """Move a finished rotation aside (<path>.archived-<UTC time>) so a new one can start."""
-    return _move_aside(path, ARCHIVED_SUFFIX)
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state_bytes(state):
+    return (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+
+
+def archive(path, suffix=ARCHIVED_SUFFIX):
+    """Move a rotation aside (<path>.archived-<UTC time>) so a new one can start: a finished one (ARCHIVED_SUFFIX), or one
+    that lost the race for the cluster and took its CA off the nodes again (WITHDRAWN_SUFFIX)."""
+    return _move_aside(path, suffix)
 
 
 def mark_rolled_back(path):
@@ -251,6 +285,10 @@ def mark_rolled_back(path):
 def _move_aside(path, suffix):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = "%s%s%s" % (path.rstrip(os.sep), suffix, stamp)
+    number = 1
+    while os.path.lexists(target):  # two in the same second: never rename onto an earlier one
+        number += 1
+        target = "%s%s%s-%d" % (path.rstrip(os.sep), suffix, stamp, number)
     os.rename(path, target)
     return target
 

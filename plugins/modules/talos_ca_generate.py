@@ -13,6 +13,9 @@ description:
   - Creates a new CA exactly as Talos generates its own (Talos API CA - Ed25519, O=talos; Kubernetes API CA - ECDSA P-256,
     O=kubernetes; ten years; CA key usage and both server and client EKUs) and persists it, with the certificate of the
     CA it replaces, into the rotation directory O(path) (0700, files 0600) before anything else uses it.
+  - The new CA also carries a rotation marker in a non-critical comment extension (nsComment; rotation id, the CA it
+    replaces, start time and controller host name; no secret), which Talos and Kubernetes ignore. It shows the rotation in progress on the cluster
+    itself, so that a run from another rotation directory or controller is refused before it changes any node.
   - Idempotent - an existing, valid rotation in O(path) is reused and reported unchanged, so an interrupted rotation
     resumes with the same new CA. Starting a new rotation means archiving the old directory first.
   - Can issue a talosconfig context with a client certificate from the new CA (O(talosconfig)), kept while it is valid,
@@ -68,8 +71,17 @@ options:
     default: true
   start_new:
     description:
-      - When O(path) holds a rotation that has completed (its new CA is O(previous_ca), the cluster's issuing CA now), move it to
-        C(<path>.archived-<UTC time>) and start a new rotation. A rotation still in progress is never archived - refused.
+      - When O(path) holds a rotation that has completed (recorded by O(complete), and its new CA is O(previous_ca), the
+        cluster's issuing CA now), move it to C(<path>.archived-<UTC time>) and start a new rotation.
+      - A rotation still in progress is never archived - it is resumed with its own CA, with a warning, so that a rerun of
+        the same command after an interruption finishes it. Refused when the completed rotation's CA no longer issues on the
+        cluster (another rotation changed it since).
+    type: bool
+    default: false
+  complete:
+    description:
+      - Record in C(rotation.json) that the rotation in O(path) has completed - the caller has proven every node on the new CA
+        alone and written the new credentials. Only a completed rotation is archived by O(start_new). Use with O(create=false).
     type: bool
     default: false
   talosconfig:
@@ -243,6 +255,12 @@ previous_ca_fingerprint:
   description: SHA-256 fingerprint of the CA being replaced.
   returned: always
   type: str
+rotation_id:
+  description: The rotation's id, also in the new CA's rotation marker extension (which the nodes carry from the accept
+    phase on, so that a run from another rotation directory or controller sees this rotation in progress), or null for a
+    rotation made before markers existed.
+  returned: always
+  type: str
 created:
   description: When the rotation was created (UTC, ISO 8601).
   returned: always
@@ -252,6 +270,14 @@ audit_log_path:
   returned: always
   type: str
   sample: /var/lib/talos-rotation/talos/audit.jsonl
+completed:
+  description: When the rotation was recorded as completed (UTC, ISO 8601), or null while it is in progress.
+  returned: always
+  type: str
+completion:
+  description: With O(complete) - C(path) of the rotation and whether it was C(changed) (recorded as completed now).
+  returned: when O(complete=true)
+  type: dict
 ca:
   description: Facts of the new CA - subject, issuer, fingerprint_sha256, not_before, not_after, is_ca, key_type, key usages.
   returned: always

@@ -101,6 +101,7 @@ options:
         also on a node that had already reached the removed state. Clients whose certificates a stray CA issued are
         refused afterwards.
       - V(false) keeps strays in every phase and reports them in RV(stray_ca_fingerprints).
+      - With O(claim), the marked CA of an abandoned rotation already on the node does not stop the claim.
     type: bool
     default: false
   rotation_lock:
@@ -115,6 +116,28 @@ options:
         task runs under stands for ansible-playbook (true in the action plugin, which is what runs this module).
       - Linux controllers only (C(/proc), C(pidfd), C(flock)). Not used in check mode, which changes nothing.
     type: path
+  claim:
+    description:
+      - With O(phase=accept), this patch claims the cluster for the rotation - the role makes it on the first control
+        plane, before any other node. It is refused, changing nothing, when the node already carries the CA of another
+        rotation of the same CA (read from the rotation marker of the CAs). After applying, it waits O(claim_settle)
+        seconds and reads the node again. If another run's CA created first is there too, or another run's apply replaced
+        the configuration this one applied, this run lost - it takes its CA off the node again, moves its rotation folder to
+        C(<rotation_dir>.withdrawn-<UTC time>) and fails, naming the winner. If it won, it waits up to O(claim_deadline)
+        seconds for the losers' runs to take their CAs off, then goes on (a CA still there is kept as a stray, with a warning).
+      - Ignored in check mode.
+    type: bool
+    default: false
+  claim_settle:
+    description:
+      - Seconds between the claiming patch and reading the node again, longer than one apply takes.
+    type: float
+    default: 2.0
+  claim_deadline:
+    description:
+      - Seconds a claim that won waits for the CAs of the runs that lost to leave the node.
+    type: float
+    default: 60.0
 seealso:
   - module: talosops.pki.talos_ca_generate
   - module: talosops.pki.talos_verify
@@ -215,6 +238,11 @@ apply_mode:
   returned: changed
   type: str
   sample: no_reboot
+claim:
+  description: With O(claim) - the C(node) claimed and C(rivals_waited_for), the fingerprints of the CAs of runs that lost
+    the race and were still on the node after the claim (empty when there were none); C(warning) when one of them stayed.
+  returned: when O(claim=true), outside check mode
+  type: dict
 kubelet:
   description: The kubelet's restart after the change - C(restarted), C(seconds) it took, C(transitions) seen (V(stopped),
     V(running (not healthy yet)), V(running and healthy)).

@@ -10,7 +10,7 @@ import datetime
 import os
 import tempfile
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
@@ -24,6 +24,7 @@ ARGUMENT_SPEC = _files.with_encryption({
     "previous_ca": {"type": "str"},
     "create": {"type": "bool", "default": True},
     "start_new": {"type": "bool", "default": False},
+    "complete": {"type": "bool", "default": False},
     "talosconfig": {
         "type": "dict",
         "options": {
@@ -73,7 +74,10 @@ def run(params, check_mode=False, diff=False):
     result = {"changed": False, "throwaway": False, "archived": None}
     if rotation is not None and params["start_new"]:
         result["archived"] = _archive_completed(rotation, params, check_mode)
-        rotation = None if result["archived"] else rotation
+        if result["archived"]:
+            rotation = None
+        else:
+            result["warnings"] = [_resuming_warning(rotation)]
     resumed = rotation is not None
     if not resumed:
         rotation = _create(params, check_mode)
@@ -99,8 +103,12 @@ def run(params, check_mode=False, diff=False):
         result["changed"] |= result["secrets_file"]["changed"]
         if result["secrets_file"]["changed"] and not check_mode:
             rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
+    if params.get("complete"):  # callers that build params by hand may leave it out
+        result["completion"] = _complete(rotation, check_mode)
+        result["changed"] |= result["completion"]["changed"]
+        result["completed"] = rotation.completed
     if warnings:
-        result["warnings"] = warnings
+        result["warnings"] = result.get("warnings", []) + warnings
     if params["return_key"]:
         # The caller asked for the key: the whole result is hidden from output and logs.
         result.update(ca_key=ca.key.decode(), _ansible_no_log=True)
@@ -150,15 +158,37 @@ def _keep_previous_talosconfig(options, check_mode):
 
 
 def _archive_completed(rotation, params, check_mode):
-    """Move a completed rotation aside; refuse one still in progress (its CA would be lost mid-way)."""
+    """Move a completed rotation aside and return where it went; None for one still in progress, which the run resumes:
+    archiving it would lose its CA mid-way, and a rerun of the same command after an interruption must finish it."""
+    if not rotation.completed:
+        return None
     current = params["previous_ca"]
     if not current or _pki.fingerprint(current.encode()) != rotation.ca_fingerprint:
-        raise RotationStateError("start_new was asked but the rotation in %s has not completed: the cluster's issuing CA is not yet "
-                                 "its new CA %s. Finish that rotation first (run again without start_new)." % (rotation.path, rotation.ca_fingerprint[:16]))
+        raise RotationStateError(
+            "start_new was asked and the rotation in %s completed (%s), but the cluster's issuing CA is no longer its new CA %s: "
+            "another rotation changed the cluster since (from another rotation directory, controller or tool). Finish that one "
+            "from its own rotation directory, or point the rotation directory at it; nothing was changed." % (
+                rotation.path, rotation.completed, rotation.ca_fingerprint[:16]))
     if check_mode:
         return rotation.path + ".archived-<time>"
     rotation.record("rotation_archived", ca_fingerprint=rotation.ca_fingerprint)
     return _rotation_store.archive(rotation.path)
+
+
+def _resuming_warning(rotation):
+    return ("start_new: the %s CA rotation in %s (new CA %s, started %s) has not completed yet, so this run resumes it with its "
+            "own CA instead of starting another. Once it has completed (every node on its new CA alone, the credentials "
+            "written), start_new archives it and starts the next rotation." % (
+                rotation.kind, rotation.path, rotation.ca_fingerprint[:16], rotation.created))
+
+
+def _complete(rotation, check_mode):
+    """Mark the rotation completed: the caller has proven every node on the new CA alone and written the credentials."""
+    outcome = {"path": rotation.path, "changed": not rotation.completed}
+    if outcome["changed"] and not check_mode:
+        rotation.mark_completed()
+        rotation.record("rotation_completed", ca_fingerprint=rotation.ca_fingerprint)
+    return outcome
 
 
 def _create(params, check_mode):
@@ -170,7 +200,9 @@ def _create(params, check_mode):
                                  "of the cluster, e.g. from talos_cluster_info's issuing_ca.")
     previous = params["previous_ca"].encode()
     _pki.validate_ca(previous, what="previous CA")
-    new_ca = _pki.generate_ca(params["kind"], params["algorithm"], validity_hours=params["validity_hours"])
+    # The rotation marker makes this rotation visible on the cluster to runs from any other directory or controller.
+    marker = _claim.new_marker(_pki.fingerprint(previous))
+    new_ca = _pki.generate_ca(params["kind"], params["algorithm"], validity_hours=params["validity_hours"], marker=marker)
     # Check mode must not touch the rotation directory, yet later dry runs need a CA with a key:
     # a throwaway CA no node will ever trust goes to a private temp dir instead.
     path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]

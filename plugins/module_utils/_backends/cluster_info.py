@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import os
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import (
@@ -75,6 +75,7 @@ def run(params, check_mode=False, diff=False):
     if bundle is not None:
         problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
     certificates = cluster.pop("certificates")
+    cluster.pop("markers")
     result = dict(cluster, changed=False, talosconfig=user_target.talosconfig_path, context=user_target.context.name,
                   talosconfig_used=target.talosconfig_path, endpoints=list(target.endpoints))
     # The kinds being rotated (all of them for a plain read).
@@ -148,9 +149,13 @@ def _check_client_usage(target):
 
 
 def _choose_credentials(params, user_target):
-    """The rotation's new admin talosconfig once the endpoint trusts it, else the user's."""
+    """The rotation's new admin talosconfig once the endpoint trusts it, else the user's.
+
+    Not once its rotation has completed: the user's talosconfig then holds the same CA's credentials, and a run that starts
+    a new rotation archives the completed one and writes the new, not yet trusted, CA's credentials at the same path.
+    """
     preferred = params.get("prefer_talosconfig")
-    if preferred and os.path.isfile(preferred):
+    if preferred and os.path.isfile(preferred) and not _completed_rotation_holds(preferred):
         target = Target(dict(params, context=user_target.context.name), talosconfig=preferred)
         try:
             run_async(_version(target))
@@ -158,6 +163,15 @@ def _choose_credentials(params, user_target):
         except ClientNotTrustedError:
             pass
     return user_target
+
+
+def _completed_rotation_holds(talosconfig):
+    """Whether `talosconfig` sits in the folder of a Talos API CA rotation recorded as completed."""
+    try:
+        rotation = _rotation_store.load(os.path.dirname(os.path.abspath(talosconfig)), kind="talos")
+    except TalosPKIError:
+        return False  # not a rotation folder of ours: the file is judged by whether the endpoint trusts it
+    return rotation is not None and bool(rotation.completed)
 
 
 async def _version(target):
@@ -171,12 +185,12 @@ async def _gather(params, target, nodes):
         # One call first: credentials the endpoint refuses fail here, once and plainly, not in every concurrent read.
         await client.version()
 
-        certificates = {}
+        certificates, markers = {}, {}
 
         async def one(node):
             async with limit:
                 try:
-                    return node, await _read_node(client, node, certificates)
+                    return node, await _read_node(client, node, certificates, markers)
                 except TalosAPIError as error:
                     return node, error
         per_node = dict(await asyncio.gather(*(one(node) for node in nodes)))
@@ -206,7 +220,7 @@ async def _gather(params, target, nodes):
             facts = _pki.describe_certificate(crt["crt"])
             issuing[kind] = {"crt": crt["crt"].decode(), "fingerprint": facts["fingerprint_sha256"],
                              "subject": facts["subject"], "not_after": facts["not_after"], "key_type": facts["key_type"]}
-    return {"nodes": per_node, "issuing_ca": issuing, "members": members, "certificates": certificates}
+    return {"nodes": per_node, "issuing_ca": issuing, "members": members, "certificates": certificates, "markers": markers}
 
 
 async def _kubelet_state(client, node, deadline):
@@ -234,8 +248,9 @@ async def read_node(client, node):
     return version, MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
 
 
-async def _read_node(client, node, certificates):
-    """The node's facts; the accepted CA certificates' public facts go into `certificates`, by fingerprint."""
+async def _read_node(client, node, certificates, markers):
+    """The node's facts; the accepted CA certificates' public facts go into `certificates`, by fingerprint, and the
+    rotation markers of all its CAs into `markers`."""
     version, config = await read_node(client, node)
     cluster_id, cluster_name = config.cluster_identity
     # The cluster id is shown only as a digest: together with the cluster secret it admits a node to discovery.
@@ -250,6 +265,10 @@ async def _read_node(client, node, certificates):
             if fingerprint not in certificates:
                 described = _pki.describe_certificate(crt)
                 certificates[fingerprint] = {"subject": described["subject"], "not_after": described["not_after"]}
+        for crt in ((fields.issuing_crt,) if fields.issuing_crt else ()) + tuple(fields.accepted):
+            ca = _claim.marked(crt)
+            if ca is not None:
+                markers[ca.fingerprint] = ca.marker
     return facts
 
 
@@ -290,6 +309,8 @@ def _check(cluster, params, rotations, label=str):
             if facts[kind]["progress"] == _rotation.FOREIGN:
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
                                 "directory belongs to another cluster or rotation." % (label(node), kind, rotation.path))
+    for kind, rotation in rotations.items():  # one per rotation_dirs kind; None before this directory's rotation exists
+        problems.extend(_other_rotations(kind, nodes, cluster.get("markers", {}), rotation, params["remove_stray_cas"]))
     problems.extend(_missing_progress(params, nodes, rotations, label))
     problems.extend(_members_left_out(cluster["members"], params))
     problems.extend(_mixed_clusters(nodes, params))
@@ -392,6 +413,37 @@ def _rollback_problems(nodes, rotations):
                             "planes %s issue with the new CA: they cannot issue with the old one again. Finish the rotation "
                             "instead (run again without rotate_ca_rollback), or put the old CA's key from the cluster's "
                             "secrets.yaml into %s (0600)." % (kind, rotation.path, _some(swapped_controlplanes), key_path))
+    return problems
+
+
+def _other_rotations(kind, nodes, markers, rotation, remove_strays):
+    """One rotation per cluster: a rotation in progress that is not this run's, seen in the rotation marker of a CA the
+    nodes carry (whichever directory, controller or copy of the collection started it), stops the run now."""
+    held, issuing, holders = set(), set(), {}
+    for node, facts in nodes.items():
+        fingerprints = ([facts[kind]["issuing_ca"]] if facts[kind]["issuing_ca"] else []) + list(facts[kind]["accepted_cas"])
+        held.update(fingerprints)
+        issuing.add(facts[kind]["issuing_ca"])
+        for fingerprint in fingerprints:
+            holders.setdefault(fingerprint, []).append(node)
+    cas = [_claim.MarkedCA(fingerprint, markers[fingerprint]) for fingerprint in sorted(held) if markers.get(fingerprint)]
+    mine = previous = None
+    if rotation is not None:
+        mine = _claim.marked(rotation.ca_cert()) or _claim.MarkedCA(rotation.ca_fingerprint, {"created": rotation.created})
+        previous = rotation.previous_ca_fingerprint
+    problems = []
+    for ca in _claim.blocking(cas, held, issuing, mine, previous, remove_strays):
+        if mine is not None and ca.marker.get("previous") == previous:
+            why = ("both rotations replace the same CA and that one started first, so this run's rotation (%s) lost the race "
+                   "for the cluster" % rotation.path)
+        else:
+            why = "only one rotation per cluster at a time, and this run's (%s) is another" % (
+                rotation.path if rotation is not None else "not started yet")
+        problems.append(
+            "%s carry the %s %s, which is in progress: %s. Finish that rotation from its own rotation directory (on %s), "
+            "then rerun; if it was abandoned before its swap phase (it issues on no node), rerun with "
+            "rotate_ca_remove_stray_cas=true to go on and drop it in the remove phase." % (
+                _some(sorted(holders[ca.fingerprint])), kind, _claim.describe(ca), why, ca.marker.get("host") or "its controller"))
     return problems
 
 

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
 from ansible_collections.talosops.pki.plugins.module_utils._backends.rotation_lock import RunGuard
@@ -28,6 +30,9 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "kubelet_timeout": {"type": "float", "default": 300.0},
     "remove_stray_cas": {"type": "bool", "default": False},
     "rotation_lock": {"type": "path"},
+    "claim": {"type": "bool", "default": False},
+    "claim_settle": {"type": "float", "default": 2.0},
+    "claim_deadline": {"type": "float", "default": 60.0},
 }))
 
 
@@ -37,6 +42,11 @@ def run(params, check_mode=False, diff=False):
                           "change would leave the wait to time out.")
     if params["kubelet_timeout"] <= 0:
         raise ConfigError("kubelet_timeout must be a positive number of seconds (a kubelet restart usually takes well under a minute).")
+    if params.get("claim"):  # callers that build params by hand may leave the claim options out
+        if params["phase"] != "accept":
+            raise ConfigError("claim is part of the accept phase: the first patch of a rotation claims the cluster. Use phase=accept.")
+        if params["claim_settle"] <= 0 or params["claim_deadline"] < params["claim_settle"]:
+            raise ConfigError("claim_settle must be a positive number of seconds, and claim_deadline at least as long.")
     rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"])
     if rotation is None:
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
@@ -89,8 +99,12 @@ async def _patch(params, target, rotation, check_mode, diff, guard=None):
         after = _rotation.NodeCAs(issuing, accepted)
         result["progress_after"] = _rotation.progress(after, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
         result["issuing_ca_fingerprint"], result["accepted_ca_fingerprints"] = issuing, list(accepted)
+        claim = _Claim(params, rotation, new_ca.crt, guard) if params.get("claim") and not check_mode else None
+        resumed = claim.check_before(current, before) if claim is not None else False
         if after == before:
-            return dict(result, changed=False)
+            if claim is not None:
+                result["claim"] = await claim.settle(client, node, resumed)
+            return dict(result, changed=False, warnings=_claim_warnings(result))
 
         certificates = _certificates_by_fingerprint(current, old_crt, new_ca.crt)
         control_plane = config.machine_type != "worker"
@@ -106,18 +120,14 @@ async def _patch(params, target, rotation, check_mode, diff, guard=None):
         if kind == "talos" and not check_mode:  # a dry run locks nobody out
             _refuse_lockout(node, target.credentials.crt, desired)
         config.set_ca(kind, *desired)
-        # A dry run restarts nothing; a change that leaves the node's CA bundle as it was restarts nothing either.
-        if params["wait_kubelet"] and not check_mode and _bundle(before) != _bundle(after):
-            step = "the %s phase of the Kubernetes CA rotation" % phase
-            async with KubeletWatch(client, node, params["kubelet_timeout"], step) as kubelet:
-                await kubelet.wait_ready()
-                applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], guard=guard)
-                result["kubelet"] = await kubelet.wait_restart()
-        else:
-            applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
-                                                       guard=guard)
+        applied, kubelet = await _apply(client, node, config, params, before, after, "the %s phase" % phase, check_mode, guard)
+        if kubelet is not None:
+            result["kubelet"] = kubelet
+        if claim is not None:
+            result["claim"] = await claim.settle(client, node)
     # What a node says may quote its config: tokens, cluster secrets and keys are masked before anyone sees it.
-    result.update(changed=True, apply_mode=applied.get("mode"), warnings=[redact(text) for text in applied.get("warnings") or []])
+    result.update(changed=True, apply_mode=applied.get("mode"),
+                  warnings=[redact(text) for text in applied.get("warnings") or []] + _claim_warnings(result))
     if check_mode:
         result["dry_run_summary"] = redact(applied.get("mode_details", ""))
     if diff:
@@ -125,6 +135,112 @@ async def _patch(params, target, rotation, check_mode, diff, guard=None):
                           "after": _describe_fields(*desired),
                           "before_header": "%s %s CA fields" % (node, kind), "after_header": "%s %s CA fields" % (node, kind)}
     return result
+
+
+def _claim_warnings(result):
+    return [result["claim"]["warning"]] if result.get("claim", {}).get("warning") else []
+
+
+async def _apply(client, node, config, params, before, after, step, check_mode, guard=None):
+    """Apply `config` (CA fields `before` -> `after`); with wait_kubelet, wait for the restart a new CA bundle causes.
+    Returns (the apply reply, the kubelet's restart facts or None)."""
+    # A dry run restarts nothing; a change that leaves the node's CA bundle as it was restarts nothing either.
+    if params["wait_kubelet"] and not check_mode and _bundle(before) != _bundle(after):
+        async with KubeletWatch(client, node, params["kubelet_timeout"], "%s of the Kubernetes CA rotation" % step) as kubelet:
+            await kubelet.wait_ready()
+            applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], guard=guard)
+            return applied, await kubelet.wait_restart()
+    return await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
+                                            guard=guard), None
+
+
+class _Claim:
+    """The first accept patch of a rotation claims the cluster on its node (the first control plane) - see _claim.
+
+    Before: a rival rotation of the same CA already on the node was there first - refuse, changing nothing. After the
+    apply: wait, read the node again. Our CA gone (another run's apply replaced the config we read) or a rival created
+    first next to ours: we lost - take our CA off, move the rotation folder aside, stop. Rivals we beat: wait until
+    their runs have taken their CAs off (claim_deadline), then go on.
+    """
+
+    def __init__(self, params, rotation, crt, guard=None):
+        self.params, self.rotation, self.kind, self.guard = params, rotation, params["ca"], guard
+        self.mine = _claim.marked(crt) or _claim.MarkedCA(rotation.ca_fingerprint, {"created": rotation.created})
+        self.ignored = set()
+
+    def _rivals(self, fields):
+        crts = ((fields.issuing_crt,) if fields.issuing_crt else ()) + tuple(fields.accepted)
+        cas = [ca for ca in map(_claim.marked, crts) if ca and ca.fingerprint not in self.ignored]
+        return _claim.rivals(cas, self.mine, self.rotation.previous_ca_fingerprint)
+
+    def check_before(self, fields, node_cas):
+        """Before any change; True when the claim was made by an earlier run of this rotation (resumed)."""
+        winners, losers = self._rivals(fields)
+        if self.params["remove_stray_cas"]:
+            # Asked to go on over an abandoned rotation (the preflight let it through): its CA is a stray to drop.
+            self.ignored = {ca.fingerprint for ca in winners + losers}
+            winners, losers = [], []
+        if self.mine.fingerprint in node_cas.accepted + (node_cas.issuing,):
+            return True
+        if winners or losers:
+            self._give_up(winners + losers, "claimed the cluster first: it is on %s already" % self.params["node"])
+        return False
+
+    async def settle(self, client, node, resumed=False):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.params["claim_deadline"]
+        waited = []  # losers seen next to our CA, in the order first seen
+        while True:
+            if not resumed:  # a claim made by an earlier run has long settled: read at once
+                await asyncio.sleep(self.params["claim_settle"])
+            resumed = False
+            config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+            fields = config.get_ca(self.kind)
+            node_cas = _node_cas(fields)
+            winners, losers = self._rivals(fields)
+            if node_cas.issuing == self.mine.fingerprint:
+                return {"node": node, "rivals_waited_for": waited}  # swapped: the claim was won long ago
+            if self.mine.fingerprint not in node_cas.accepted:
+                if not winners + losers:
+                    raise RotationStateError(
+                        "the rotation's CA %s vanished from %s right after this run applied it, and no other rotation's CA is "
+                        "there: something else changed the node's configuration. Check it (talosctl -n %s get machineconfig), "
+                        "then rerun." % (self.mine.fingerprint[:16], node, node))
+                self._give_up(winners + losers, "its run's configuration replaced the one this run applied to %s" % node)
+            if winners:
+                await self._withdraw(client, node, config, node_cas)
+                self._give_up(winners, "it was created first, and both are on %s" % node)
+            waited.extend(ca.fingerprint for ca in losers if ca.fingerprint not in waited)
+            if not losers:
+                return {"node": node, "rivals_waited_for": waited}
+            if loop.time() > deadline:
+                stayed = ", ".join(_claim.describe(ca) for ca in losers)
+                return {"node": node, "rivals_waited_for": waited, "warning": (
+                    "%s still carries %s, which lost the race for the cluster to this rotation but whose run did not take it "
+                    "off within %ss: it is kept as a stray CA." % (node, stayed, self.params["claim_deadline"]))}
+
+    async def _withdraw(self, client, node, config, node_cas):
+        after = _claim.without(node_cas, self.mine.fingerprint)
+        if after == node_cas:
+            return
+        fields = config.get_ca(self.kind)
+        config.set_ca(self.kind, fields.issuing_crt, fields.issuing_key,
+                      tuple(crt for crt in fields.accepted if _pki.fingerprint(crt) != self.mine.fingerprint))
+        await _apply(client, node, config, self.params, node_cas, after, "taking the rotation's CA off", False, self.guard)
+        self.rotation.record("node_patched", node=node, phase="withdraw", progress_before=_rotation.ACCEPTED,
+                             progress_after=_rotation.PENDING, issuing_ca_fingerprint=after.issuing,
+                             accepted_ca_fingerprints=list(after.accepted), apply_mode=self.params["apply_mode"], seconds=0)
+
+    def _give_up(self, rivals, why):
+        self.rotation.record("rotation_withdrawn", ca_fingerprint=self.mine.fingerprint, rotation_id=self.mine.marker.get("id"),
+                             winner_ca_fingerprints=[ca.fingerprint for ca in rivals])
+        moved = _rotation_store.archive(self.rotation.path, _rotation_store.WITHDRAWN_SUFFIX)
+        raise RotationStateError(
+            "this run lost the race for the cluster to %s: %s. Only one rotation per cluster at a time: this run's CA (%s) is on "
+            "no node, and its rotation folder was moved to %s; nothing else was changed. Let that rotation finish from its "
+            "own rotation directory (on %s), then rerun to rotate from its CA if you still want to." % (
+                "; ".join(_claim.describe(ca) for ca in rivals) or "another rotation", why, self.mine.fingerprint[:16], moved,
+                ", ".join(sorted({ca.marker.get("host") or "?" for ca in rivals})) or "its controller"))
 
 
 def _bundle(node_cas):

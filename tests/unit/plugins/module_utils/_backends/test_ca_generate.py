@@ -20,7 +20,8 @@ def fixture_old_ca():
 
 def params(path, old_ca, **overrides):
     values = {"path": str(path), "kind": "talos", "algorithm": None, "validity_hours": 87600, "previous_ca": old_ca.crt.decode(),
-              "create": True, "start_new": False, "talosconfig": None, "secrets_file": None, "previous_talosconfig": None, "return_key": False}
+              "create": True, "start_new": False, "complete": False, "talosconfig": None, "secrets_file": None, "previous_talosconfig": None,
+              "return_key": False}
     values.update(overrides)
     return values
 
@@ -125,14 +126,28 @@ def test_secrets_bundle_of_another_cluster_is_refused(tmp_path, old_ca):
     assert secrets.read_bytes() == before
 
 
-def test_start_new_archives_only_a_completed_rotation(tmp_path, old_ca):
+def test_start_new_resumes_a_rotation_in_progress_and_archives_only_a_completed_one(tmp_path, old_ca):
     first = ca_generate.run(params(tmp_path / "talos", old_ca))
-    with pytest.raises(RotationStateError, match="has not completed"):
-        ca_generate.run(params(tmp_path / "talos", old_ca, start_new=True))
     new_ca = open(first["ca_cert_path"]).read()
+    # In progress, even with the new CA issuing everywhere (remove not done, credentials not written): resumed, not archived.
+    for current in (old_ca.crt.decode(), new_ca):
+        resumed = ca_generate.run(params(tmp_path / "talos", old_ca, previous_ca=current, start_new=True))
+        assert not resumed["changed"] and resumed["archived"] is None and resumed["ca_fingerprint"] == first["ca_fingerprint"]
+        assert "has not completed yet, so this run resumes it" in resumed["warnings"][0]
+    # Completion is recorded once, by the step that wrote the credentials; check mode records nothing.
+    assert ca_generate.run(params(tmp_path / "talos", old_ca, create=False, complete=True), check_mode=True)["completion"]["changed"]
+    assert ca_generate.run(params(tmp_path / "talos", old_ca, create=False))["completed"] is None
+    done = ca_generate.run(params(tmp_path / "talos", old_ca, create=False, complete=True))
+    assert done["changed"] and done["completed"]
+    assert not ca_generate.run(params(tmp_path / "talos", old_ca, create=False, complete=True))["changed"]
+    # Completed, but the cluster no longer issues with its CA: someone else rotated since. Nothing is moved.
+    with pytest.raises(RotationStateError, match="no longer its new CA"):
+        ca_generate.run(params(tmp_path / "talos", old_ca, start_new=True))
+    assert os.listdir(tmp_path) == ["talos"]
     second = ca_generate.run(params(tmp_path / "talos", old_ca, previous_ca=new_ca, start_new=True))
-    assert second["changed"] and second["archived"] and os.path.isdir(second["archived"])
+    assert second["changed"] and second["archived"] and os.path.isdir(second["archived"]) and second["completed"] is None
     assert second["previous_ca_fingerprint"] == first["ca_fingerprint"] != second["ca_fingerprint"]
+    assert json.loads(open(os.path.join(second["archived"], "rotation.json")).read())["completed"] == done["completed"]
 
 
 def test_return_key_hides_the_whole_result(tmp_path, old_ca):
