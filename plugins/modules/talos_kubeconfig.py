@@ -123,16 +123,17 @@ EXAMPLES = r"""
     backup: true
   run_once: true
 
-- name: A kubeconfig for a developer, issued from the cluster's secrets.yaml
+- name: A kubeconfig for a developer, issued from the Kubernetes API CA the last rotation put in place
   talosops.pki.talos_kubeconfig:
     talosconfig: ~/.talos/config
     node: 10.5.0.2
-    path: /srv/handout/alice/kubeconfig
+    path: /srv/automation/handout/alice/kubeconfig
     merge: false
     user: alice
     groups: [developers]
     validity_hours: 720
-    secrets_file: /srv/cluster/secrets.yaml
+    # Or secrets_file: ~/clusters/prod/secrets.yaml (certs.k8s), as long as it holds the CA the cluster trusts now.
+    ca_dir: ~/.talos/rotation/kubernetes
   run_once: true
 
 - name: A separate kubeconfig for automation

@@ -116,10 +116,11 @@ author:
 """
 
 EXAMPLES = r"""
-- name: A read-only talosconfig for the monitoring team, from the cluster's secrets.yaml
+- name: A read-only talosconfig for the monitoring team, from the Talos API CA of the rotation folder
   talosops.pki.talos_talosconfig:
-    path: /srv/handout/monitoring/talosconfig
-    secrets_file: /srv/cluster/secrets.yaml
+    path: /srv/automation/handout/monitoring/talosconfig
+    # Or secrets_file: ~/clusters/prod/secrets.yaml (certs.os), as long as it holds the CA the cluster trusts now.
+    ca_dir: /var/lib/talos-rotation/talos
     name: monitoring
     roles: [os:reader]
     validity_hours: 720
@@ -128,8 +129,8 @@ EXAMPLES = r"""
 
 - name: After a CA rotation, reissue a user's talosconfig in place, keeping its roles, endpoints and nodes
   talosops.pki.talos_talosconfig:
-    path: /home/alice/.talos/config
-    ca_dir: ~/.talos/rotation/talos
+    path: ~/.talos/prod-config
+    ca_dir: /var/lib/talos-rotation/talos
     reissue: true
     backup: true
   run_once: true
@@ -140,7 +141,7 @@ path:
   description: The talosconfig file.
   returned: always
   type: str
-  sample: /srv/handout/monitoring/talosconfig
+  sample: /srv/automation/handout/monitoring/talosconfig
 ca_fingerprint:
   description: SHA-256 fingerprint of the CA that signs the certificates.
   returned: always

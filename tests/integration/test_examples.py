@@ -101,6 +101,7 @@ def run_plays(cluster, home, plays, path, extra_vars=None):
         yaml.safe_dump(plays, handle, sort_keys=False)
     env = playbook_command(cluster, os.path.join(home, "unused"))[1]
     env["HOME"] = home
+    env.pop("KUBECONFIG", None)  # the examples' kubeconfig is ~/.kube/config of this private HOME, as kubectl's
     command = [ANSIBLE_PLAYBOOK, "-i", cluster.inventory_path, path, "-f", "10",
                "-e", json.dumps(dict({"talos_talosconfig": os.path.join(home, ".talos", "config")}, **(extra_vars or {})))]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -138,7 +139,10 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
                         dict(example("talos_cluster_info", 2), name="progress again"), {
                             "name": "setup | every node has accepted the new CA", "ansible.builtin.assert": {
                                 "that": "cluster.nodes | dict2items | map(attribute='value.talos.progress') | unique == ['accepted']"},
-                            "run_once": True}]),
+                            "run_once": True},
+                        # The rollback examples, as dry runs: the rotation goes on forward below.
+                        example("talos_ca_generate", 2, check_mode=True)]),
+        play(cluster.controlplanes[1].name, [example("talos_machine_patch", 2, check_mode=True, diff=True)]),
         *patch_setup("swap", "talos", talos_dir, talos_dir + "/talosconfig"),
         *patch_setup("remove", "talos", talos_dir, talos_dir + "/talosconfig"),
         play(everyone, [example("talos_verify", 1), example("talos_ca_generate", 1)]),
@@ -160,7 +164,7 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
 
     kubernetes = [
-        play(everyone, [example("talos_kubeconfig", 0), example("talos_kubeconfig", 1),
+        play(everyone, [example("talos_kubeconfig", 0), example("talos_kubeconfig", 1), example("talos_kubeconfig", 2),
                         example("talos_kubernetes_verify", 0), example("talos_kubernetes_verify", 1),
                         {"name": "setup | the cluster's CAs", "talosops.pki.talos_cluster_info": {
                             "controlplanes": "{{ groups['controlplane'] | map('extract', hostvars, 'talos_node_address') }}",
@@ -171,6 +175,9 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
                          "run_once": True}]),
         *patch_setup("accept", "kubernetes", kubernetes_dir, talos_dir + "/talosconfig"),
         play(cluster.controlplanes[1].name, [example("talos_machine_patch", 1, check_mode=True, diff=True)]),
+        # Credentials for other users, and the expiry report, once the cluster runs on its new CAs.
+        play(everyone, [example("talos_talosconfig", 0), example("talos_talosconfig", 1),
+                        example("talos_cert_info", 0), example("talos_cert_info", 1)]),
     ]
     run_plays(cluster, home, kubernetes, str(tmp_path / "kubernetes.yml"))
     for path in (os.path.join(home, ".kube", "config"), example.adapt("/srv/automation/kubeconfig")):
