@@ -170,7 +170,9 @@ async def _read_node(client, node, certificates):
     version = await client.version(node=node)
     config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
     facts = {"hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
-             "kubernetes_ca_location": config.kubernetes_ca_location, "virtual_ips": list(config.virtual_ips)}
+             "kubernetes_ca_location": config.kubernetes_ca_location, "aggregator_ca_location": config.aggregator_ca_location,
+             "service_account_location": config.service_account_location,
+             "virtual_ips": list(config.virtual_ips)}
     for kind in KINDS:
         fields = config.get_ca(kind)
         facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
