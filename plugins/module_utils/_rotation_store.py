@@ -166,8 +166,8 @@ def archive(path):
     return target
 
 
-_CA_NAMES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA"}
-_SECRETS_NAMES = {"talos": "certs.os", "kubernetes": "certs.k8s"}
+_CA_NAMES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA", "aggregator": "aggregator (front-proxy) CA"}
+_SECRETS_NAMES = {"talos": "certs.os", "kubernetes": "certs.k8s", "aggregator": "certs.k8saggregator"}
 
 
 class SigningCA(NamedTuple):

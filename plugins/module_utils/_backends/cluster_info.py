@@ -16,7 +16,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import Client
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import KIND_AGGREGATOR, LOCATION_AGGREGATOR_CA_CONFIG, MachineConfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = with_auth({
@@ -181,6 +181,12 @@ async def _read_node(client, node, certificates):
             if fingerprint not in certificates:
                 described = _pki.describe_certificate(crt)
                 certificates[fingerprint] = {"subject": described["subject"], "not_after": described["not_after"]}
+    if facts["aggregator_ca_location"] == LOCATION_AGGREGATOR_CA_CONFIG:
+        # Control planes of v1.14+ only; the issuing certificate (public) is what a new aggregator rotation replaces.
+        fields = config.get_ca(KIND_AGGREGATOR)
+        facts[KIND_AGGREGATOR] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
+                                  "issuing_ca_crt": fields.issuing_crt.decode() if fields.issuing_crt else None,
+                                  "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
     return facts
 
 
