@@ -142,3 +142,18 @@ def test_killed_at_a_phase_boundary_and_rerun(make_sim_cluster, tmp_path, bounda
         new = json.load(handle)["ca_fingerprint"]
     for node in cluster.controlplanes:
         assert aggregator_fields(node) == (new, [])
+
+
+def test_combined_flags_run_talos_kubernetes_then_aggregator(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0")
+    old = aggregator_fields(cluster.controlplanes[0])[0]
+    run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars={
+        "rotate_talos": True, "rotate_kubernetes": True, "rotate_aggregator": True, "rotate_ca_kubernetes_verify_deadline": 60})
+    assert run.returncode == 0, run.output[-4000:]
+    starts = [run.output.index("TASK [talosops.pki.rotate_ca : %s" % name)
+              for name in ("Rotate the Talos API CA", "Rotate the Kubernetes API CA", "Rotate the aggregator (front-proxy) CA")]
+    assert starts == sorted(starts)
+    for kind in ("talos", "kubernetes", "aggregator"):
+        assert os.path.isfile(os.path.join(str(tmp_path / "rotation"), kind, "rotation.json"))
+    issuing, accepted = aggregator_fields(cluster.controlplanes[0])
+    assert issuing != old and accepted == []
