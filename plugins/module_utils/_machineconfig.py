@@ -689,8 +689,8 @@ class MachineConfig:
         cluster = self._yaml.mapping_at(v1alpha1_doc, ("cluster",))
         if documents and cluster is not None and self._present(cluster, "aggregatorCA", "cluster"):
             raise ConfigError("%s sets the aggregator CA twice, in %s and in the %s document: Talos rejects that. Remove "
-                              "%s from the v1alpha1 document." % (self.source, LOCATION_LEGACY_AGGREGATOR_CA,
-                                                                 LOCATION_AGGREGATOR_CA_CONFIG, LOCATION_LEGACY_AGGREGATOR_CA))
+                              "%s from the v1alpha1 document." % (
+                                  self.source, LOCATION_LEGACY_AGGREGATOR_CA, LOCATION_AGGREGATOR_CA_CONFIG, LOCATION_LEGACY_AGGREGATOR_CA))
         if documents:
             parent = self._slot_parent(_AGGREGATOR_DOCUMENT_SLOT)
             if parent is not None:

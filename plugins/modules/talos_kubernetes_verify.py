@@ -74,7 +74,9 @@ options:
     type: dict
     suboptions:
       rotation_dir:
-        description: The aggregator CA rotation directory (M(talosops.pki.talos_ca_generate) O(talosops.pki.talos_ca_generate#module:kind=aggregator)); its new CA is probed.
+        description:
+          - The aggregator CA rotation directory (M(talosops.pki.talos_ca_generate) with
+            O(talosops.pki.talos_ca_generate#module:kind=aggregator)); its new CA is probed.
         type: path
         required: true
       new_ca:
@@ -91,7 +93,7 @@ options:
       secrets_file:
         description:
           - The secrets bundle whose C(certs.k8saggregator) still holds the CA being replaced, with its key. Without it
-            (or once it holds the new CA) the previous CA is not probed; RV(front_proxy.probes) lists what was.
+            (or once it holds the new CA) the previous CA is not probed; the C(probes) of RV(front_proxy) list what was.
         type: path
 seealso:
   - module: talosops.pki.talos_kubeconfig

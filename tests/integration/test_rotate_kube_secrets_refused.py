@@ -51,8 +51,8 @@ def test_nothing_to_rotate_names_every_flag(v113_cluster, tmp_path):
     assert "rotate_talos, rotate_kubernetes, rotate_aggregator and rotate_service_account" in run.output
 
 
-def test_v115_shape_passes_the_shape_check_and_is_told_the_service_account_flow_is_not_there_yet(make_module_sim_cluster,
-                                                                                                tmp_path):
+def test_v115_shape_passes_the_shape_check_and_is_told_the_service_account_flow_is_not_there_yet(
+        make_module_sim_cluster, tmp_path):
     cluster = make_module_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0")
     before = configs(cluster)
     run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars={"rotate_service_account": True})

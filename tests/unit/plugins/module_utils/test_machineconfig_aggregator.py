@@ -48,6 +48,7 @@ def test_v115_control_plane_aggregator_rotates_through_every_phase_and_nothing_e
     assert "acceptedCAs" not in config.to_bytes().decode().split("kind: KubeAggregatorCAConfig")[1].split("\n---\n")[0]
     for kind, fields in others.items():
         assert reread.get_ca(kind) == fields
+
     # Every line outside the aggregator document is byte-identical.
     def outside(text):
         return [part for part in text.decode().split("\n---\n") if "KubeAggregatorCAConfig" not in part]
