@@ -157,3 +157,21 @@ def test_combined_flags_run_talos_kubernetes_then_aggregator(make_sim_cluster, t
         assert os.path.isfile(os.path.join(str(tmp_path / "rotation"), kind, "rotation.json"))
     issuing, accepted = aggregator_fields(cluster.controlplanes[0])
     assert issuing != old and accepted == []
+
+
+def test_phases_as_separate_jobs_refuse_to_skip_a_phase(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=2, workers=1, talos_version="v1.15.0")
+    rotation = str(tmp_path / "rotation")
+    accept = run_playbook(cluster, rotation, extra_vars=dict(AGGREGATOR_ONLY, rotate_ca_phases=["accept"]))
+    assert accept.returncode == 0, accept.output[-3000:]
+    before = configs(cluster)
+    remove = run_playbook(cluster, rotation, extra_vars=dict(AGGREGATOR_ONLY, rotate_ca_phases=["remove"]))
+    assert remove.returncode != 0
+    assert "starts with the remove phase of the aggregator CA rotation" in remove.output
+    assert "run the swap phase first" in remove.output
+    assert configs(cluster) == before
+    rest = run_playbook(cluster, rotation, extra_vars=dict(AGGREGATOR_ONLY, rotate_ca_phases=["swap", "remove"]))
+    assert rest.returncode == 0, rest.output[-3000:]
+    with open(os.path.join(rotation, "aggregator", "rotation.json"), encoding="utf-8") as handle:
+        new = json.load(handle)["ca_fingerprint"]
+    assert all(aggregator_fields(node) == (new, []) for node in cluster.controlplanes)
