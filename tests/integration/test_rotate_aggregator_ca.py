@@ -148,7 +148,8 @@ def test_combined_flags_run_talos_kubernetes_then_aggregator(make_sim_cluster, t
     cluster = make_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0")
     old = aggregator_fields(cluster.controlplanes[0])[0]
     run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars={
-        "rotate_talos": True, "rotate_kubernetes": True, "rotate_aggregator": True, "rotate_ca_kubernetes_verify_deadline": 60})
+        "rotate_talos": True, "rotate_kubernetes": True, "rotate_aggregator": True, "rotate_ca_kubernetes_verify_deadline": 60,
+        "rotate_ca_kubeconfig": str(cluster.kubeconfig_path)})
     assert run.returncode == 0, run.output[-4000:]
     starts = [run.output.index("TASK [talosops.pki.rotate_ca : %s" % name)
               for name in ("Rotate the Talos API CA", "Rotate the Kubernetes API CA", "Rotate the aggregator (front-proxy) CA")]
