@@ -176,3 +176,21 @@ def test_phases_as_separate_jobs_refuse_to_skip_a_phase(make_sim_cluster, tmp_pa
     with open(os.path.join(rotation, "aggregator", "rotation.json"), encoding="utf-8") as handle:
         new = json.load(handle)["ca_fingerprint"]
     assert all(aggregator_fields(node) == (new, []) for node in cluster.controlplanes)
+
+
+def test_a_secrets_file_of_another_cluster_is_refused_before_any_change(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0")
+    secrets = str(tmp_path / "secrets.yaml")
+    shutil.copy(cluster.secrets_path, secrets)
+    with open(secrets, encoding="utf-8") as handle:
+        bundle = yaml.safe_load(handle)
+    stranger = _pki.generate_ca(_pki.KIND_AGGREGATOR)
+    bundle["certs"]["k8saggregator"] = {"crt": base64.b64encode(stranger.crt).decode(), "key": base64.b64encode(stranger.key).decode()}
+    with open(secrets, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(bundle, handle)
+    before = configs(cluster)
+    run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars=dict(AGGREGATOR_ONLY, rotate_ca_secrets_file=secrets))
+    assert run.returncode != 0
+    assert "holds a aggregator CA" in run.output and "belongs to another cluster" in run.output
+    assert "Traceback" not in run.output
+    assert configs(cluster) == before
