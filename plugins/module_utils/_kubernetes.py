@@ -22,7 +22,7 @@ try:
     import kubernetes.client
     # Imported here, not on first use: the client loads API classes lazily and building their models takes about a
     # second. Ansible imports an action plugin (and so this) in its main process, and every worker it forks inherits it.
-    from kubernetes.client import AppsV1Api, CoreV1Api
+    from kubernetes.client import AppsV1Api, AuthenticationV1Api, CoreV1Api
     from kubernetes.client.exceptions import ApiException
     import urllib3
 except ImportError:
@@ -42,6 +42,9 @@ OK, UNAUTHORIZED, FORBIDDEN, HTTP_ERROR, TLS_ERROR, UNREACHABLE = "ok", "unautho
 # Workload kinds a restart can target: (AppsV1Api method suffix, what `kubectl rollout restart` calls it).
 WORKLOAD_KINDS = {"daemonset": "daemon_set", "deployment": "deployment", "statefulset": "stateful_set"}
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# Talos' kube-apiserver: --requestheader-username-headers=X-Remote-User, --requestheader-allowed-names=front-proxy-client.
+REQUESTHEADER_USERNAME_HEADER = "X-Remote-User"
+FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
 
 
 class NodeStatus(NamedTuple):
@@ -151,6 +154,18 @@ class KubeAPI:
             extra = {"dry_run": "All"} if dry_run else {}
             getattr(AppsV1Api(self._api), "patch_namespaced_%s" % WORKLOAD_KINDS[kind])(
                 name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=self._timeout(), **extra)
+        return self._outcome(call)
+
+    def who_am_i(self, remote_user=None):
+        """Outcome whose value is the user name the API server authenticated (a SelfSubjectReview). With `remote_user`,
+        the request carries X-Remote-User as a front proxy (the aggregation layer) sends it: kube-apiserver takes it as
+        the identity only when the client certificate comes from its --requestheader-client-ca-file."""
+        def call():
+            if remote_user:
+                self._api.set_default_header(REQUESTHEADER_USERNAME_HEADER, remote_user)
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            review = AuthenticationV1Api(self._api).create_self_subject_review(body, _request_timeout=self._timeout())
+            return review.status.user_info.username if review.status and review.status.user_info else None
         return self._outcome(call)
 
     def _outcome(self, call):

@@ -36,10 +36,17 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import Config
 
 KIND_TALOS = "talos"
 KIND_KUBERNETES = "kubernetes"
+KIND_AGGREGATOR = "aggregator"
 
 MACHINE_TYPES = ("init", "controlplane", "worker")
 LOCATION_CLUSTER_CA = "cluster.ca"
 LOCATION_KUBE_APISERVER_CA_CONFIG = "KubeAPIServerCAConfig"
+# The aggregator (front-proxy) CA: a v1.14+ document with accepted CAs, or the legacy v1alpha1 field without any.
+LOCATION_AGGREGATOR_CA_CONFIG = "KubeAggregatorCAConfig"
+LOCATION_LEGACY_AGGREGATOR_CA = "cluster.aggregatorCA"
+# The service-account key: likewise a v1.14+ document with accepted public keys, or the legacy field without any.
+LOCATION_SERVICE_ACCOUNT_CONFIG = "KubeServiceAccountConfig"
+LOCATION_LEGACY_SERVICE_ACCOUNT = "cluster.serviceAccount"
 
 _V1ALPHA1 = "v1alpha1"
 # Documents that declare a shared virtual IP by their `name` (Talos v1.12+).
@@ -576,6 +583,7 @@ _TALOS_SLOT = _CASlot(_V1ALPHA1, ("machine",), "ca", "crt", True, ("token", "typ
 _CLUSTER_CA_SLOT = _CASlot(_V1ALPHA1, ("cluster",), "ca", "crt", True,
                            ("secretboxEncryptionSecret", "aescbcEncryptionSecret", "token", "network", "clusterName"), True)
 _KUBE_CA_DOCUMENT_SLOT = _CASlot(LOCATION_KUBE_APISERVER_CA_CONFIG, (), "issuingCA", "cert", False, ("kind", "apiVersion"), False)
+_AGGREGATOR_DOCUMENT_SLOT = _CASlot(LOCATION_AGGREGATOR_CA_CONFIG, (), "issuingCA", "cert", False, ("kind", "apiVersion"), False)
 
 
 class MachineConfig:
@@ -632,6 +640,19 @@ class MachineConfig:
         _v1alpha1, kube_ca = self._documents_by_kind()
         return self._yaml.documents[kube_ca[0]] if kube_ca else None
 
+    def _documents_of_kind(self, kind):
+        """Indexes of the apiVersion/kind documents of `kind`."""
+        found = []
+        for index, doc in enumerate(self._yaml.documents):
+            entry = self._yaml.entry(doc, "kind", "document %d" % (index + 1)) if _is_mapping(doc) else None
+            if entry is not None and _is_scalar(entry[1]) and entry[1].value == kind:
+                found.append(index)
+        return found
+
+    def _aggregator_document(self):
+        found = self._documents_of_kind(LOCATION_AGGREGATOR_CA_CONFIG)
+        return self._yaml.documents[found[0]] if found else None
+
     def _validate(self):
         v1alpha1, kube_ca = self._documents_by_kind()
         if not v1alpha1:
@@ -655,6 +676,7 @@ class MachineConfig:
             if legacy:
                 raise ConfigError("%s sets the Kubernetes CA twice, in %s and in the KubeAPIServerCAConfig document: Talos "
                                   "rejects that (validation conflict). Remove %s from the v1alpha1 document." % (self.source, legacy, legacy))
+        self._validate_aggregator(doc)
         for kind in (KIND_TALOS, KIND_KUBERNETES):
             # Duplicate owned keys: YAML loaders keep the last one, Talos may disagree; refuse before editing either.
             slot = self._slot(kind)
@@ -662,6 +684,22 @@ class MachineConfig:
             if parent is not None:
                 self._yaml.entry(parent, slot.issuing, self._where(slot))
                 self._yaml.entry(parent, _ACCEPTED, self._where(slot))
+
+    def _validate_aggregator(self, v1alpha1_doc):
+        documents = self._documents_of_kind(LOCATION_AGGREGATOR_CA_CONFIG)
+        if len(documents) > 1:
+            raise ConfigError("%s has %d %s documents: Talos accepts one; keep only one."
+                              % (self.source, len(documents), LOCATION_AGGREGATOR_CA_CONFIG))
+        cluster = self._yaml.mapping_at(v1alpha1_doc, ("cluster",))
+        if documents and cluster is not None and self._present(cluster, "aggregatorCA", "cluster"):
+            raise ConfigError("%s sets the aggregator CA twice, in %s and in the %s document: Talos rejects that. Remove "
+                              "%s from the v1alpha1 document." % (
+                                  self.source, LOCATION_LEGACY_AGGREGATOR_CA, LOCATION_AGGREGATOR_CA_CONFIG, LOCATION_LEGACY_AGGREGATOR_CA))
+        if documents:
+            parent = self._slot_parent(_AGGREGATOR_DOCUMENT_SLOT)
+            if parent is not None:
+                self._yaml.entry(parent, _AGGREGATOR_DOCUMENT_SLOT.issuing, LOCATION_AGGREGATOR_CA_CONFIG)
+                self._yaml.entry(parent, _ACCEPTED, LOCATION_AGGREGATOR_CA_CONFIG)
 
     def _present(self, mapping, key, where):
         found = self._yaml.entry(mapping, key, where)
@@ -686,6 +724,28 @@ class MachineConfig:
         return LOCATION_CLUSTER_CA
 
     @property
+    def aggregator_ca_location(self):
+        """Where the aggregator CA lives: `KubeAggregatorCAConfig` (v1.14+, rotatable), `cluster.aggregatorCA` (legacy,
+        no accepted list), or None (a worker, or a config without one)."""
+        if self._aggregator_document() is not None:
+            return LOCATION_AGGREGATOR_CA_CONFIG
+        cluster = self._yaml.mapping_at(self._v1alpha1(), ("cluster",))
+        if cluster is not None and self._present(cluster, "aggregatorCA", "cluster"):
+            return LOCATION_LEGACY_AGGREGATOR_CA
+        return None
+
+    @property
+    def service_account_location(self):
+        """Where the service-account key lives: `KubeServiceAccountConfig` (v1.14+, with accepted keys),
+        `cluster.serviceAccount` (legacy, no accepted list), or None (a worker, or a config without one)."""
+        if self._documents_of_kind(LOCATION_SERVICE_ACCOUNT_CONFIG):
+            return LOCATION_SERVICE_ACCOUNT_CONFIG
+        cluster = self._yaml.mapping_at(self._v1alpha1(), ("cluster",))
+        if cluster is not None and self._present(cluster, "serviceAccount", "cluster"):
+            return LOCATION_LEGACY_SERVICE_ACCOUNT
+        return None
+
+    @property
     def virtual_ips(self):
         """Shared virtual IPs the config declares: machine.network.interfaces[].vip.ip (and their vlans[]), and the
         names of Layer2VIPConfig / HCloudVIPConfig documents. Read leniently: an odd shape declares nothing."""
@@ -707,15 +767,29 @@ class MachineConfig:
             return _TALOS_SLOT
         if kind == KIND_KUBERNETES:
             return _KUBE_CA_DOCUMENT_SLOT if self._kube_ca_document() is not None else _CLUSTER_CA_SLOT
-        raise ValueError("unknown CA kind %r: use %r or %r" % (kind, KIND_TALOS, KIND_KUBERNETES))
+        if kind == KIND_AGGREGATOR:
+            if self._aggregator_document() is None:
+                # The legacy field has no accepted list: no state of a graceful rotation can be written there.
+                raise ConfigError("%s has no %s document (its aggregator CA is %s): the aggregator CA can be rotated "
+                                  "without downtime only on Talos v1.14+, where that document has accepted CAs. Upgrade "
+                                  "the node to Talos v1.14 or later first." % (
+                                      self.source, LOCATION_AGGREGATOR_CA_CONFIG,
+                                      "in %s, without accepted CAs" % LOCATION_LEGACY_AGGREGATOR_CA
+                                      if self.aggregator_ca_location else "not set at all"))
+            return _AGGREGATOR_DOCUMENT_SLOT
+        raise ValueError("unknown CA kind %r: use %r, %r or %r" % (kind, KIND_TALOS, KIND_KUBERNETES, KIND_AGGREGATOR))
 
     def _where(self, slot, *fields):
         if slot.document == _V1ALPHA1:
             return _join(*(slot.parent + fields))
-        return "KubeAPIServerCAConfig " + (_join(*fields) or "document")
+        return slot.document + " " + (_join(*fields) or "document")
 
     def _slot_document(self, slot):
-        return self._v1alpha1() if slot.document == _V1ALPHA1 else self._kube_ca_document()
+        if slot.document == _V1ALPHA1:
+            return self._v1alpha1()
+        if slot.document == LOCATION_AGGREGATOR_CA_CONFIG:
+            return self._aggregator_document()
+        return self._kube_ca_document()
 
     def _slot_parent(self, slot):
         return self._yaml.mapping_at(self._slot_document(slot), slot.parent)

@@ -45,7 +45,7 @@ FORMAT_VERSION = 1
 LOCK_FILE = "rotation.lock"
 # Held (shared flock) by every process of a run that can apply a configuration: see _backends/rotation_lock.RunGuard.
 APPLIERS_FILE = "rotation.appliers"
-ROTATION_KINDS = ("talos", "kubernetes")
+ROTATION_KINDS = ("talos", "kubernetes", "aggregator")
 ARCHIVED_SUFFIX = ".archived-"
 STAGING_SUFFIX = ".staging-"
 ROLLED_BACK_SUFFIX = ".rolled-back-"
@@ -293,8 +293,8 @@ def _move_aside(path, suffix):
     return target
 
 
-_CA_NAMES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA"}
-_SECRETS_NAMES = {"talos": "certs.os", "kubernetes": "certs.k8s"}
+_CA_NAMES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA", "aggregator": "aggregator (front-proxy) CA"}
+_SECRETS_NAMES = {"talos": "certs.os", "kubernetes": "certs.k8s", "aggregator": "certs.k8saggregator"}
 
 
 class SigningCA(NamedTuple):

@@ -18,6 +18,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import Config
 from ansible_collections.talosops.pki.plugins.module_utils._files import PRIVATE_FILE_MODE, atomic_write, read_bytes, write_backup
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import (  # noqa: F401 pylint: disable=unused-import
     HAS_RUAMEL_YAML,
+    KIND_AGGREGATOR,
     KIND_KUBERNETES,
     KIND_TALOS,
     RUAMEL_YAML_IMPORT_ERROR,
@@ -29,7 +30,6 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
 )
 
 KIND_ETCD = "etcd"
-KIND_AGGREGATOR = "k8saggregator"
 
 DEFAULT_TALOSCONFIG = os.path.join("~", ".talos", "config")
 
@@ -359,7 +359,7 @@ class SecretsBundle:
         return _SECRETS_CA_NAMES[kind]
 
     def get_ca(self, kind):
-        """(certificate PEM, key PEM) of the CA `kind` (talos -> certs.os, kubernetes -> certs.k8s, etcd, k8saggregator)."""
+        """(certificate PEM, key PEM) of the CA `kind` (talos -> certs.os, kubernetes -> certs.k8s, etcd, aggregator -> certs.k8saggregator)."""
         name = self._name(kind)
         where = "certs." + name
         pair = self._yaml.mapping_at(self._certs(), (name,), "certs")

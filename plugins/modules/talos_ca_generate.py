@@ -43,9 +43,11 @@ options:
   kind:
     description:
       - The CA to generate.
+      - V(aggregator) is the Kubernetes aggregator (front-proxy) CA (CN front-proxy, as Talos makes it); its secrets file
+        entry is C(certs.k8saggregator).
     type: str
     default: talos
-    choices: [talos, kubernetes]
+    choices: [talos, kubernetes, aggregator]
   algorithm:
     description:
       - Key algorithm. Defaults to what Talos uses for O(kind) - V(ed25519) for talos, V(ecdsa-p256) for kubernetes.

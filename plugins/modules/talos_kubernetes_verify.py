@@ -64,6 +64,37 @@ options:
       - Seconds between two tries.
     type: float
     default: 1.0
+  front_proxy:
+    description:
+      - Also prove the front-proxy trust of an aggregator CA rotation on every API server (O(api_servers)), as an aggregated
+        API server would see it - a short-lived client certificate (CN C(front-proxy-client)) from a CA sends a
+        SelfSubjectReview with C(X-Remote-User); kube-apiserver takes that header as the identity only when the
+        certificate comes from its C(--requestheader-client-ca-file).
+      - Checked after the main expectation holds on every API server, within the same O(deadline).
+    type: dict
+    suboptions:
+      rotation_dir:
+        description:
+          - The aggregator CA rotation directory (M(talosops.pki.talos_ca_generate) with
+            O(talosops.pki.talos_ca_generate#module:kind=aggregator)); its new CA is probed.
+        type: path
+        required: true
+      new_ca:
+        description: What a certificate from the rotation's new CA must get.
+        type: str
+        default: accepted
+        choices: [accepted, refused]
+      previous_ca:
+        description:
+          - What a certificate from the CA being replaced must get - V(refused) is a 401 or the TLS handshake refusing it.
+        type: str
+        default: accepted
+        choices: [accepted, refused]
+      secrets_file:
+        description:
+          - The secrets bundle whose C(certs.k8saggregator) still holds the CA being replaced, with its key. Without it
+            (or once it holds the new CA) the previous CA is not probed; the C(probes) of RV(front_proxy) list what was.
+        type: path
 seealso:
   - module: talosops.pki.talos_kubeconfig
   - module: talosops.pki.talos_verify
@@ -85,9 +116,24 @@ EXAMPLES = r"""
     api_servers: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     expect: refused
   run_once: true
+
+- name: The aggregator CA swap - both front-proxy CAs trusted by every API server
+  talosops.pki.talos_kubernetes_verify:
+    kubeconfig: ~/.talos/rotation/kubernetes/kubeconfig
+    api_servers: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+    front_proxy:
+      rotation_dir: ~/.talos/rotation/aggregator
+      secrets_file: ~/talos/secrets.yaml
+  run_once: true
 """
 
 RETURN = r"""
+front_proxy:
+  description:
+    - With O(front_proxy) - C(probes) (per CA label V(new), V(previous) - C(fingerprint), C(expect)) and C(api_servers) (per
+      API server and label - C(ok), C(detail), C(seconds)). No key material.
+  returned: when O(front_proxy) was given and every API server proved the main expectation
+  type: dict
 expect:
   description: The expectation checked.
   returned: always

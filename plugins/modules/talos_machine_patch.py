@@ -59,10 +59,12 @@ options:
     choices: [accept, swap, remove, rollback_swap, rollback_accept]
   ca:
     description:
-      - Which CA the rotation replaces - the Talos API CA or the Kubernetes API CA.
+      - Which CA the rotation replaces - the Talos API CA, the Kubernetes API CA, or the aggregator (front-proxy) CA.
+      - V(aggregator) edits the C(KubeAggregatorCAConfig) document (Talos v1.14+, control planes only); a node without it
+        (C(cluster.aggregatorCA), no accepted list) is refused with the upgrade hint, never swapped.
     type: str
     default: talos
-    choices: [talos, kubernetes]
+    choices: [talos, kubernetes, aggregator]
   rotation_dir:
     description:
       - Rotation directory written by M(talosops.pki.talos_ca_generate) for this CA; gives the previous and the new CA.

@@ -18,7 +18,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import S
 
 ARGUMENT_SPEC = _files.with_encryption({
     "path": {"type": "path", "required": True},
-    "kind": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
+    "kind": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator"]},
     "algorithm": {"type": "str", "choices": list(_pki.ALGORITHMS)},
     "validity_hours": {"type": "int", "default": 87600},
     "previous_ca": {"type": "str"},

@@ -18,7 +18,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import (
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import KIND_AGGREGATOR, LOCATION_AGGREGATOR_CA_CONFIG, MachineConfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = with_auth({
@@ -256,7 +256,9 @@ async def _read_node(client, node, certificates, markers):
     # The cluster id is shown only as a digest: together with the cluster secret it admits a node to discovery.
     facts = {"cluster_id": hashlib.sha256(cluster_id.encode()).hexdigest()[:16] if cluster_id else None, "cluster_name": cluster_name,
              "hostname": version.get("hostname"), "talos_version": version.get("tag"), "machine_type": config.machine_type,
-             "kubernetes_ca_location": config.kubernetes_ca_location, "virtual_ips": list(config.virtual_ips)}
+             "kubernetes_ca_location": config.kubernetes_ca_location,
+             "aggregator_ca_location": config.aggregator_ca_location, "service_account_location": config.service_account_location,
+             "virtual_ips": list(config.virtual_ips)}
     for kind in KINDS:
         fields = config.get_ca(kind)
         facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
@@ -269,6 +271,12 @@ async def _read_node(client, node, certificates, markers):
             ca = _claim.marked(crt)
             if ca is not None:
                 markers[ca.fingerprint] = ca.marker
+    if facts["aggregator_ca_location"] == LOCATION_AGGREGATOR_CA_CONFIG:
+        # Control planes of v1.14+ only; the issuing certificate (public) is what a new aggregator rotation replaces.
+        fields = config.get_ca(KIND_AGGREGATOR)
+        facts[KIND_AGGREGATOR] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
+                                  "issuing_ca_crt": fields.issuing_crt.decode() if fields.issuing_crt else None,
+                                  "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
     return facts
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
-from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes, _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import normal_address
-from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import KubeCredentials, Kubeconfig, find_kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = {
     "kubeconfig": {"type": "path"},
@@ -31,7 +32,22 @@ ARGUMENT_SPEC = {
     "deadline": {"type": "float", "default": 180.0},
     "retry_interval": {"type": "float", "default": 1.0},
     "request_timeout": {"type": "float", "default": 10.0},
+    # The front-proxy trust of an aggregator CA rotation, proven on every API server with short-lived front-proxy client
+    # certificates from the rotation's new CA and from the CA it replaces.
+    "front_proxy": {
+        "type": "dict",
+        "options": {
+            "rotation_dir": {"type": "path", "required": True},
+            "new_ca": {"type": "str", "default": "accepted", "choices": ["accepted", "refused"]},
+            "previous_ca": {"type": "str", "default": "accepted", "choices": ["accepted", "refused"]},
+            # Where the previous CA's key is (certs.k8saggregator); without it the previous CA is not probed.
+            "secrets_file": {"type": "path"},
+        },
+    },
 }
+# The user a front-proxy probe asks to be taken for; what kube-apiserver answers proves which identity it accepted.
+FRONT_PROXY_PROBE_USER = "talosops-front-proxy-probe"
+FRONT_PROXY_PROBE_HOURS = 1
 REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
 
 
@@ -57,6 +73,20 @@ def run(params, check_mode=False, diff=False):
         result.update(_node_report(listing, params["nodes"]))
     failed = sorted(server for server, outcome in per_server.items() if not outcome["report"]["ok"])
     result["failed_api_servers"] = failed
+    if params["front_proxy"] and not failed:
+        probes = _front_proxy_probes(params["front_proxy"])
+        result["front_proxy"] = {"probes": {label: {"fingerprint": fingerprint, "expect": expect}
+                                            for label, (fingerprint, expect, _probe) in probes.items()},
+                                 "api_servers": {}}
+        for server in servers:
+            for label, (_fingerprint, expect, probe) in probes.items():
+                report = _verify_front_proxy(server, probe, expect, server_ca or credentials.ca, params, deadline)
+                result["front_proxy"]["api_servers"].setdefault(server, {})[label] = report
+                if not report["ok"]:
+                    failed.append(server)
+                    per_server[server]["report"] = dict(report, detail="front proxy, %s CA: %s" % (label, report["detail"]))
+        failed = sorted(set(failed))
+        result["failed_api_servers"] = failed
     unlisted = next((outcome["report"]["detail"] for outcome in outcomes if outcome.get("unlisted")), None)
     if unlisted:
         result.update(failed=True, msg=unlisted)
@@ -65,6 +95,52 @@ def run(params, check_mode=False, diff=False):
         result.update(failed=True, msg="%d of %d API servers did not prove %s within %ss: %s" % (
             len(failed), len(servers), _wording(params["expect"]), params["deadline"], details))
     return result
+
+
+def _front_proxy_probes(options):
+    """{label: (CA fingerprint, expectation, client certificate)}: one short-lived front-proxy client certificate from
+    the rotation's new CA, and one from the CA it replaces when its key is at hand (the secrets file still holding it)."""
+    rotation = _rotation_store.load(options["rotation_dir"], kind="aggregator")
+    if rotation is None:
+        raise RotationStateError("no aggregator CA rotation in %s: run talos_ca_generate kind=aggregator first." % options["rotation_dir"])
+    probes = {"new": (rotation.ca_fingerprint, options["new_ca"], rotation.ca())}
+    if options["secrets_file"]:
+        crt, key = SecretsBundle.load(options["secrets_file"]).get_ca("aggregator")
+        if _pki.fingerprint(crt) == rotation.previous_ca_fingerprint:
+            probes["previous"] = (rotation.previous_ca_fingerprint, options["previous_ca"], _pki.CertAndKey(crt, key))
+    return {label: (fingerprint, expect, _pki.issue_client_certificate(ca, roles=(), common_name=_kubernetes.FRONT_PROXY_CLIENT_NAME,
+                                                                       validity_hours=FRONT_PROXY_PROBE_HOURS))
+            for label, (fingerprint, expect, ca) in probes.items()}
+
+
+def _verify_front_proxy(server, probe, expect, server_ca, params, deadline):
+    """Retry until the API server takes the probe's X-Remote-User (accepted) or refuses the certificate for it (refused:
+    401, or the TLS handshake refusing a certificate from a CA neither of its client pools holds)."""
+    started = time.monotonic()
+    credentials = KubeCredentials(context="front-proxy-probe", cluster="", user=_kubernetes.FRONT_PROXY_CLIENT_NAME, server=server,
+                                  ca=server_ca, crt=probe.crt, key=probe.key, tls_server_name=None)
+    while True:
+        with _kubernetes.KubeAPI(credentials, server=server, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
+            outcome = api.who_am_i(FRONT_PROXY_PROBE_USER)
+        accepted = outcome.kind == _kubernetes.OK and outcome.value == FRONT_PROXY_PROBE_USER
+        handshake_refused = outcome.kind == _kubernetes.TLS_ERROR and "handshake failed" in outcome.detail
+        if expect == "accepted" and accepted:
+            return _front_proxy_report(True, "request-header identity accepted", started)
+        if expect == "refused" and (outcome.kind == _kubernetes.UNAUTHORIZED or handshake_refused):
+            return _front_proxy_report(True, "refused (%s)" % ("401" if outcome.kind == _kubernetes.UNAUTHORIZED else "TLS handshake"), started)
+        if accepted:
+            detail = "%s still takes a front-proxy client certificate from this CA" % server
+        elif outcome.kind == _kubernetes.OK:
+            detail = "%s authenticated the probe as %r instead of its X-Remote-User" % (server, outcome.value)
+        else:
+            detail = outcome.detail
+        if time.monotonic() + params["retry_interval"] > deadline:
+            return _front_proxy_report(False, detail, started)
+        time.sleep(params["retry_interval"])
+
+
+def _front_proxy_report(ok, detail, started):
+    return {"ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 3)}
 
 
 def _wording(expect):

@@ -22,7 +22,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "node": {"type": "str", "required": True},
     "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES) + list(_rotation.ROLLBACK_PHASES)},
-    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
+    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator"]},
     "rotation_dir": {"type": "path", "required": True},
     "machine_type": {"type": "str", "choices": ["controlplane", "worker"]},
     "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},

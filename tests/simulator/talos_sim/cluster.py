@@ -292,8 +292,19 @@ class SimCluster:
         if server is not None:
             server.refresh_tls()
 
+    def aggregator_ca_changed(self, node: SimNode) -> None:
+        self.note_kubernetes_cas(node)
+        server = self._kube_servers.get(node.address)
+        if server is not None:
+            server.refresh_tls()
+
+    def apiserver_requestheader_cas(self, host: str) -> bytes:
+        """That control plane's front-proxy bundle (--requestheader-client-ca-file)."""
+        return b"".join(self.node(host).requestheader_client_ca_pems)
+
     def note_kubernetes_cas(self, node: SimNode) -> None:
-        for pem in node.kubernetes_pool_pems:
+        # Client and front-proxy CAs alike: kube-apiserver's handshake accepts both pools.
+        for pem in node.kubernetes_pool_pems + node.requestheader_client_ca_pems:
             self._kubernetes_cas_seen.setdefault(pki.fingerprint(pki.load_certificate(pem)), pem)
 
     def apiserver_client_cas(self, host: str) -> bytes:

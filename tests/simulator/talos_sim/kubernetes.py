@@ -193,6 +193,7 @@ class _TLSState:
     generation: int
     context: ssl.SSLContext
     client_cas: tuple  # of x509.Certificate: the CAs of the last refresh, for per-request checks
+    requestheader_cas: tuple = ()  # --requestheader-client-ca-file of the last refresh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,13 +407,18 @@ class KubeAPIServer:
         if hasattr(self._view, "apiserver_handshake_cas"):
             extra_pem = self._view.apiserver_handshake_cas(self.host) or b""
         client_cas = tuple(_load_certificates(client_cas_pem))
+        requestheader_cas = ()
+        if hasattr(self._view, "apiserver_requestheader_cas"):
+            requestheader_cas = tuple(_load_certificates(self._view.apiserver_requestheader_cas(self.host) or b""))
         with self._state_lock:
-            for certificate in client_cas + tuple(_load_certificates(extra_pem)):
+            # kube-apiserver's TLS layer asks for client certificates from both pools.
+            for certificate in client_cas + requestheader_cas + tuple(_load_certificates(extra_pem)):
                 fingerprint = certificate.fingerprint(hashes.SHA256())
                 self._handshake_cas.setdefault(
                     fingerprint, certificate.public_bytes(serialization.Encoding.PEM))
             context = self._new_serving_context(crt_pem, key_pem, b"".join(self._handshake_cas.values()))
-            self._state = _TLSState(generation=next(self._generations), context=context, client_cas=client_cas)
+            self._state = _TLSState(generation=next(self._generations), context=context, client_cas=client_cas,
+                                    requestheader_cas=requestheader_cas)
 
     @staticmethod
     def _base_context() -> ssl.SSLContext:
@@ -522,7 +528,7 @@ class KubeAPIServer:
                 stream.abort()
                 return
             try:
-                user = self._authenticate(client)
+                user = self._authenticate(client, request)
                 response = self._route(request, user)
             except Exception:  # a bug here must show up as a 500, not a hung client
                 _LOG.exception("kube-apiserver %s:%d failed on %s %s", self.host, self.port,
@@ -550,8 +556,14 @@ class KubeAPIServer:
 
     # -- authentication -----------------------------------------------------------------
 
-    def _authenticate(self, client: _Connection) -> _User | None:
+    def _authenticate(self, client: _Connection, request: _Request | None = None) -> _User | None:
         state = self._state
+        # The request-header authenticator comes first in kube-apiserver's union: a client certificate from the
+        # front-proxy bundle with an allowed CN makes the X-Remote-User / X-Remote-Group headers the identity.
+        if request is not None:
+            proxied = _requestheader_user(client.client_certificate, state.requestheader_cas, request.headers)
+            if proxied is not None:
+                return proxied
         if client.authenticated_generation != state.generation:
             client.user = _certificate_user(client.client_certificate, state.client_cas)
             client.authenticated_generation = state.generation
@@ -563,6 +575,14 @@ class KubeAPIServer:
         if user is None:
             return _status_response(401, "Unauthorized")
         path = request.path
+        if path == _SELF_SUBJECT_REVIEWS:
+            # Allowed to every authenticated user (system:basic-user): who am I.
+            if request.method != "POST":
+                return _status_response(405, "the server does not allow this method on the requested resource")
+            return _json_response({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                                   "metadata": {"creationTimestamp": None},
+                                   "status": {"userInfo": {"username": user.name, "groups": list(user.groups)}}},
+                                  status=201)
         node_match = re.fullmatch(r"/api/v1/nodes(?:/([^/]+))?", path)
         known = path in _PUBLIC_PATHS or node_match is not None
         if not user.is_admin and path not in _PUBLIC_PATHS:
@@ -1309,6 +1329,26 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         return False
+
+
+_SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+# Talos' kube-apiserver flags: --requestheader-allowed-names, -username-headers, -group-headers.
+REQUESTHEADER_ALLOWED_NAMES = ("front-proxy-client",)
+REQUESTHEADER_USERNAME_HEADER = "x-remote-user"
+REQUESTHEADER_GROUP_HEADER = "x-remote-group"
+
+
+def _requestheader_user(certificate: x509.Certificate | None, requestheader_cas: tuple, headers: dict) -> _User | None:
+    """kube-apiserver's request-header authenticator: the X-Remote-User of a request whose client certificate comes
+    from the front-proxy bundle with an allowed CN, else None (the x509 authenticator is asked next)."""
+    username = headers.get(REQUESTHEADER_USERNAME_HEADER, "").strip()
+    if not username or not requestheader_cas:
+        return None
+    proxy = _certificate_user(certificate, requestheader_cas)
+    if proxy is None or proxy.name not in REQUESTHEADER_ALLOWED_NAMES:
+        return None
+    groups = tuple(group.strip() for group in headers.get(REQUESTHEADER_GROUP_HEADER, "").split(",") if group.strip())
+    return _User(name=username, groups=groups + ("system:authenticated",))
 
 
 def _certificate_user(certificate: x509.Certificate | None, trusted_cas: tuple) -> _User | None:

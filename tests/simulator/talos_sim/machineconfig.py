@@ -25,6 +25,9 @@ import yaml
 from . import pki, yamlgen
 
 KUBE_CA_KIND = "KubeAPIServerCAConfig"
+AGGREGATOR_CA_KIND = "KubeAggregatorCAConfig"
+# v1.14+ document kinds Talos refuses on workers (container/validate.go).
+CONTROLPLANE_ONLY_KINDS = (AGGREGATOR_CA_KIND, "KubeServiceAccountConfig")
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
 
 
@@ -315,6 +318,8 @@ class ParsedConfig:
     cert_sans: tuple[str, ...]
     os: CATrust
     kubernetes: CATrust
+    # The aggregator (front-proxy) CA: KubeAggregatorCAConfig or cluster.aggregatorCA; None when the config has none.
+    aggregator: CATrust | None = None
 
     @property
     def controlplane(self) -> bool:
@@ -407,7 +412,7 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
     except yaml.YAMLError as exc:
         raise ConfigError("failed to parse config: %s" % exc) from exc
     errors: list[str] = []
-    v1alpha1_docs, kube_ca_docs = [], []
+    v1alpha1_docs, kube_ca_docs, aggregator_docs, controlplane_only = [], [], [], []
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             raise ConfigError("failed to parse config: document %d is not a mapping" % index)
@@ -422,6 +427,15 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
                 raise ConfigError("failed to parse config: unknown document kind \"%s\" (Talos %s)"
                                   % (kind, version.tag))
             kube_ca_docs.append(document)
+        elif kind == AGGREGATOR_CA_KIND:
+            if not version.kube_ca_document:
+                raise ConfigError("failed to parse config: unknown document kind \"%s\" (Talos %s)"
+                                  % (kind, version.tag))
+            aggregator_docs.append(document)
+        if kind in CONTROLPLANE_ONLY_KINDS:
+            controlplane_only.append(kind)
+    if len(aggregator_docs) > 1:
+        raise ConfigError("failed to parse config: duplicate document: %s" % AGGREGATOR_CA_KIND)
     if len(v1alpha1_docs) != 1 or len(kube_ca_docs) > 1:
         raise ConfigError("failed to parse config: expected one v1alpha1 document and at most one %s, found %d and %d"
                           % (KUBE_CA_KIND, len(v1alpha1_docs), len(kube_ca_docs)))
@@ -460,6 +474,11 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
                              if (pem := _raw_pem(item, "%s.acceptedCAs[%d]" % (KUBE_CA_KIND, index), errors,
                                                  certificate=True)))
 
+    aggregator = _aggregator_trust(cluster, aggregator_docs, errors)
+    if not controlplane and controlplane_only:
+        errors.append("the following document kinds are only allowed on control plane machines: [%s]"
+                      % ", ".join(sorted(set(controlplane_only))))
+
     # Rules of v1alpha1_validation.go, with its messages.
     if not os_ca_set and not os_accepted:
         errors.append("issuing CA or some accepted CAs are required (.machine.ca, machine.acceptedCAs)")
@@ -497,7 +516,31 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
         cert_sans=tuple(str(san) for san in sans) if isinstance(sans, list) else (),
         os=CATrust(os_crt, os_key if controlplane else None, os_accepted),
         kubernetes=CATrust(k8s_crt, k8s_key if controlplane else None, k8s_accepted),
+        aggregator=aggregator if controlplane else None,
     )
+
+
+def _aggregator_trust(cluster: dict, documents: list, errors: list) -> CATrust | None:
+    """The aggregator CA from the KubeAggregatorCAConfig document or the legacy cluster.aggregatorCA field."""
+    crt, key, legacy_set = _v1alpha1_pair(cluster, "aggregatorCA", ".cluster.aggregatorCA", errors)
+    if not documents:
+        return CATrust(crt, key, ()) if legacy_set and crt else None
+    if legacy_set:
+        errors.append("aggregator CA is already set in v1alpha1 config (.cluster.aggregatorCA), please remove it and use "
+                      "the new %s document instead" % AGGREGATOR_CA_KIND)
+    document = _strict_keys(documents[0], {"apiVersion", "kind", "issuingCA", "acceptedCAs"}, AGGREGATOR_CA_KIND, errors)
+    issuing = _strict_keys(document.get("issuingCA"), {"cert", "key"}, AGGREGATOR_CA_KIND + ".issuingCA", errors)
+    crt = _raw_pem(issuing.get("cert"), AGGREGATOR_CA_KIND + ".issuingCA.cert", errors, certificate=True)
+    key = _raw_pem(issuing.get("key"), AGGREGATOR_CA_KIND + ".issuingCA.key", errors, certificate=False)
+    if not (crt and key):
+        errors.append("issuing aggregator CA certificate and key are required (%s.issuingCA)" % AGGREGATOR_CA_KIND)
+    accepted = document.get("acceptedCAs") or []
+    if not isinstance(accepted, list):
+        errors.append(AGGREGATOR_CA_KIND + ".acceptedCAs: expected a list of PEM strings")
+        accepted = []
+    pems = tuple(pem for index, item in enumerate(accepted)
+                 if (pem := _raw_pem(item, "%s.acceptedCAs[%d]" % (AGGREGATOR_CA_KIND, index), errors, certificate=True)))
+    return CATrust(crt, key, pems)
 
 
 # Keys Runtime.CanApplyImmediate lets change without a reboot (v1.14 development line).

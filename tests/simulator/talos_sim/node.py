@@ -89,6 +89,8 @@ class SimNode:
         self._proxy_ctx: ssl.SSLContext | None = None
         self.backends = apid.Backends(self)
         self._apiserver_cert: pki.CertKey | None = None
+        self._aggregator_state = None  # aggregator CA content the controllers last acted on
+        self._front_proxy_cert: pki.CertKey | None = None
         self._trustd_retry: asyncio.Task | None = None
         self._kubelet_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -305,6 +307,19 @@ class SimNode:
         self._reconcile_api_certificates()
         if self._reconcile_kubernetes():
             self._restart_kubelet()
+        self._reconcile_aggregator()
+
+    def _reconcile_aggregator(self):
+        """KubernetesRoot changed: kube-apiserver restarts with the new front-proxy bundle, and Talos reissues its
+        front-proxy client certificate from the issuing aggregator CA (KubernetesDynamicCerts)."""
+        trust = self._active.aggregator
+        state = trust.identity if trust is not None else None
+        if state == self._aggregator_state:
+            return
+        self._aggregator_state = state
+        self._front_proxy_cert = None
+        if self.controlplane:
+            self.cluster.aggregator_ca_changed(self)
 
     def _reconcile_kubernetes(self) -> bool:
         """Follow a change of the node's Kubernetes CA fields; True when there was one."""
@@ -454,6 +469,29 @@ class SimNode:
         await asyncio.sleep(self.cluster.kubelet_restart_delay / 2)
         self.kubelet.healthy = True
         self._publish_kubelet()
+
+    @property
+    def requestheader_client_ca_pems(self) -> tuple[bytes, ...]:
+        """kube-apiserver's --requestheader-client-ca-file: the issuing aggregator CA first, then the accepted ones."""
+        trust = self._active.aggregator
+        if trust is None:
+            return ()
+        return ((trust.issuing_cert_pem,) if trust.issuing_cert_pem else ()) + trust.accepted_pems
+
+    def front_proxy_client_certificate(self) -> pki.CertKey | None:
+        """kube-apiserver's --proxy-client-cert-file: CN front-proxy-client, from the issuing aggregator CA."""
+        trust = self._active.aggregator
+        if self._front_proxy_cert is None and trust is not None:
+            try:
+                issuing = trust.issuing()
+            except pki.PEMError as exc:
+                self.controller_errors.append("aggregator CA: %s" % exc)
+                return None
+            if issuing is not None:
+                self._front_proxy_cert = pki.issue(issuing, key=self._leaf_key("front-proxy", issuing),
+                                                   common_name="front-proxy-client", client=True,
+                                                   validity=pki.CLIENT_VALIDITY)
+        return self._front_proxy_cert
 
     def apiserver_certificate(self) -> pki.CertKey:
         """kube-apiserver serving certificate from this control plane's issuing Kubernetes CA."""

@@ -108,7 +108,9 @@ def test_an_existing_folder_keeps_its_mode(tmp_path):
     assert mode(home) == 0o755
 
 
-FOLDER_CONTENTS = [[], ["rotation.lock", "rotation.appliers"], ["talos", "kubernetes", "talos.archived-20260101T000000Z"], [".kubernetes.staging-abc123"],
+FOLDER_CONTENTS = [[], ["rotation.lock", "rotation.appliers"],
+                   ["talos", "kubernetes", "aggregator", "talos.archived-20260101T000000Z", "aggregator.archived-20260101T000000Z"],
+                   [".kubernetes.staging-abc123"],
                    ["talos.rolled-back-20260101T000000Z", "kubernetes.rolled-back-20260102T000000Z"]]
 
 
