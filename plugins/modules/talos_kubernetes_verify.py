@@ -117,13 +117,14 @@ EXAMPLES = r"""
     expect: refused
   run_once: true
 
-- name: The aggregator CA swap - both front-proxy CAs trusted by every API server
+- name: The aggregator CA rotation - both front-proxy CAs trusted by every API server
   talosops.pki.talos_kubernetes_verify:
-    kubeconfig: ~/.talos/rotation/kubernetes/kubeconfig
+    # The admin kubeconfig the aggregator flow fetched into its rotation folder.
+    kubeconfig: ~/.talos/rotation/aggregator/kubeconfig
     api_servers: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     front_proxy:
       rotation_dir: ~/.talos/rotation/aggregator
-      secrets_file: ~/talos/secrets.yaml
+      secrets_file: ~/clusters/prod/secrets.yaml
   run_once: true
 """
 

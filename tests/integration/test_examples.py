@@ -197,7 +197,31 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
         patched = sorted(request["path"].rsplit("/", 1)[1] for request in api.requests if request["method"] == "PATCH")
     assert patched == ["coredns", "kube-flannel", "kube-proxy"]
 
+    # Needs the v1.14+ config shape: run by test_the_aggregator_example_runs_on_a_v115_cluster.
+    example.used.add(("talos_kubernetes_verify", 2))
     assert example.unused() == [], "examples no scenario runs: %s" % example.unused()
+
+
+def test_the_aggregator_example_runs_on_a_v115_cluster(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=3, workers=1, talos_version="v1.15.0", name="prod")
+    home = str(tmp_path / "home")
+    os.makedirs(os.path.join(home, ".talos"))
+    os.makedirs(os.path.join(home, "clusters", "prod"))
+    shutil.copy(cluster.talosconfig_path, os.path.join(home, ".talos", "config"))
+    secrets = os.path.join(home, "clusters", "prod", "secrets.yaml")
+    shutil.copy(cluster.secrets_path, secrets)
+    # The accept phase of an aggregator CA rotation by the role into ~/.talos/rotation: both CAs trusted from then on.
+    command, env = playbook_command(cluster, os.path.join(home, ".talos", "rotation"), extra_vars={
+        "rotate_talos": False, "rotate_aggregator": True, "rotate_ca_phases": ["accept"], "rotate_ca_secrets_file": secrets,
+        "talos_talosconfig": os.path.join(home, ".talos", "config")})
+    env["HOME"] = home
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
+    example = Examples(cluster, str(tmp_path))
+    output = run_plays(cluster, home, [play("controlplane:worker", [dict(example("talos_kubernetes_verify", 2), register="proof"), {
+        "name": "setup | the old and the new front-proxy CA were both taken", "ansible.builtin.assert": {
+            "that": "proof.front_proxy is defined"}, "run_once": True}])], str(tmp_path / "aggregator.yml"))
+    assert "failed=0" in output
 
 
 def test_every_inventory_plugin_example_parses_a_simulated_cluster(example_home, tmp_path):
