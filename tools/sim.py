@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """make sim: a simulated Talos cluster in the foreground, to try the quick start's checklist against.
 
 Starts tests/simulator's talos_sim (default 3 control planes + 2 workers, Talos v1.13.4) with its files in sim/ of
