@@ -25,4 +25,4 @@ def test_kubelet_waves_show_progress_as_they_finish(make_sim_cluster, tmp_path):
     assert lines[-1].endswith(", none left")
     # The control plane's task shows its node too.
     assert [line for line in output.splitlines()
-            if line.startswith("progress | Accept | add the new Kubernetes CA to the accepted CAs (control planes, one at a time): 1 node done")]
+            if line.startswith("progress | Accept | add the new Kubernetes CA on the first control plane, claiming the cluster: 1 node done")]

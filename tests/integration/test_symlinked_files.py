@@ -66,7 +66,7 @@ def test_linked_talosconfig_kubeconfig_and_secrets_are_written_through(make_sim_
     # Nothing but the links and their backups next to them; the summaries name the links as updated, which they are.
     assert sorted(name for name in os.listdir(os.path.join(home, ".kube")) if not name.startswith("config.bak-")) == ["config"]
     assert sorted(os.listdir(os.path.join(home, ".talos"))) == ["config"]
-    assert "talosconfig: %s (updated)" % links["talosconfig"] in run.output
-    assert "kubeconfig: %s (updated" % links["kubeconfig"] in run.output
+    assert "talosconfig %s: updated;" % links["talosconfig"] in run.output
+    assert "kubeconfig %s: updated;" % links["kubeconfig"] in run.output
     # The untouched original copies are not what was written: the write went to the targets only.
     assert yaml.safe_load(open(cluster.secrets_path, encoding="utf-8")) != yaml.safe_load(open(targets["secrets.yaml"], encoding="utf-8"))
