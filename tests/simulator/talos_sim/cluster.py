@@ -301,6 +301,18 @@ class SimCluster:
                                      if pki.fingerprint(pki.load_certificate(pem)) != issuing.fingerprint]
         return b"".join(pems)
 
+    def apiserver_service_account(self, host: str) -> dict | None:
+        """That control plane's service-account keys, as KubernetesRoot hands them to kube-apiserver."""
+        trust = self.node(host).service_account
+        if trust is None or trust.signing_key is None:
+            return None
+        return {
+            "signing_key_pem": trust.signing_key_pem,
+            "verification_key_pems": tuple(pki.public_key_pem(key) for key in trust.verification_keys),
+            "issuers": trust.issuers,
+            "audiences": trust.audiences,
+        }
+
     def apiserver_handshake_cas(self, host: str) -> bytes:
         # Every Kubernetes CA the cluster has seen passes the handshake, so a certificate
         # from a CA dropped by a rotation gets kube-apiserver's 401, not a TLS alert.
