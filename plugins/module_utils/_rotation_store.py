@@ -10,6 +10,11 @@ Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
   <dir>/ca.key            its key, under the PEM label Talos writes
   <dir>/previous-ca.crt   the CA being replaced (certificate only)
   <dir>/rotation.json     kind, fingerprints, creation time (no key material)
+
+A service-account key rotation has no certificates: sa.key (the new signing key), sa.pub (its
+public key) and previous-sa.pub (the public key being replaced) take the places of ca.key,
+ca.crt and previous-ca.crt; its fingerprints are those of the public keys' PKIX DER.
+
   <dir>/audit.jsonl       one JSON line per CA operation: time, event, node, phase, fingerprints (no key material)
 
 The set is written into a sibling temp folder and renamed into place, so the directory
@@ -36,11 +41,18 @@ PREVIOUS_CA_CERT = "previous-ca.crt"
 STATE_FILE = "rotation.json"
 AUDIT_LOG = "audit.jsonl"
 FORMAT_VERSION = 1
+SA_KEY = "sa.key"
+SA_PUBLIC_KEY = "sa.pub"
+PREVIOUS_SA_PUBLIC_KEY = "previous-sa.pub"
+KIND_SERVICE_ACCOUNT = _pki.KIND_SERVICE_ACCOUNT
+# The files of a whole rotation, per kind: (new key, new public part, previous public part).
+_KIND_FILES = {KIND_SERVICE_ACCOUNT: (SA_KEY, SA_PUBLIC_KEY, PREVIOUS_SA_PUBLIC_KEY)}
+_CA_FILES = (CA_KEY, CA_CERT, PREVIOUS_CA_CERT)
 
 # What a rotation folder (rotate_ca_dir) holds: the lock, one rotation per CA kind, archived rotations, and the staging
 # folders of a rotation being written. A folder holding anything else is not one of this collection's.
 LOCK_FILE = "rotation.lock"
-ROTATION_KINDS = ("talos", "kubernetes")
+ROTATION_KINDS = ("talos", "kubernetes", KIND_SERVICE_ACCOUNT)
 ARCHIVED_SUFFIX = ".archived-"
 STAGING_SUFFIX = ".staging-"
 
@@ -77,6 +89,20 @@ class Rotation:
     def previous_ca_cert(self):
         return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
 
+    def signing_key(self):
+        """The new service-account signing key (PEM), checked against the fingerprint recorded at creation."""
+        key = _files.read_bytes(self.file(SA_KEY), "rotation service-account key")
+        if _pki.public_key_fingerprint(key, "rotation service-account key") != self.ca_fingerprint:
+            raise RotationStateError("%s: %s does not match the fingerprint recorded in %s. The directory was altered: restore "
+                                     "it." % (self.path, SA_KEY, STATE_FILE))
+        return key
+
+    def public_key(self):
+        return _files.read_bytes(self.file(SA_PUBLIC_KEY), "rotation service-account public key")
+
+    def previous_public_key(self):
+        return _files.read_bytes(self.file(PREVIOUS_SA_PUBLIC_KEY), "previous service-account public key")
+
     def record(self, event, **fields):
         """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys).
 
@@ -92,6 +118,18 @@ class Rotation:
 
     def facts(self):
         """Paths and public facts for task output: never key material."""
+        if self.kind == KIND_SERVICE_ACCOUNT:
+            return {
+                "path": self.path,
+                "kind": self.kind,
+                "key_path": self.file(SA_KEY),
+                "public_key_path": self.file(SA_PUBLIC_KEY),
+                "previous_public_key_path": self.file(PREVIOUS_SA_PUBLIC_KEY),
+                "ca_fingerprint": self.ca_fingerprint,
+                "previous_ca_fingerprint": self.previous_ca_fingerprint,
+                "created": self.state["created"],
+                "audit_log_path": self.file(AUDIT_LOG),
+            }
         return {
             "path": self.path,
             "kind": self.kind,
@@ -122,13 +160,18 @@ def load(path, kind=None):
         state = json.loads(_files.read_bytes(state_path, "rotation state"))
     except ValueError as exc:
         raise RotationStateError("%s is not valid JSON (%s): restore it from a backup or move the directory away." % (state_path, exc)) from exc
-    missing = [name for name in (CA_CERT, CA_KEY, PREVIOUS_CA_CERT) if not os.path.isfile(os.path.join(path, name))]
+    missing = [name for name in _KIND_FILES.get(state.get("kind"), _CA_FILES) if not os.path.isfile(os.path.join(path, name))]
     if missing or state.get("format") != FORMAT_VERSION:
         raise RotationStateError("rotation directory %s is incomplete or of an unknown format (missing: %s): restore it from a backup; "
                                  "if no node has seen its CA yet, move it away and start again." % (path, ", ".join(missing) or "none"))
     if kind is not None and state.get("kind") != kind:
         raise RotationStateError("%s holds a %s CA rotation, not a %s one: use a separate directory per CA kind." % (path, state.get("kind"), kind))
     rotation = Rotation(path, state)
+    if rotation.kind == KIND_SERVICE_ACCOUNT:
+        if _pki.public_key_fingerprint(rotation.public_key(), "rotation service-account public key") != rotation.ca_fingerprint:
+            raise RotationStateError("%s: %s does not match the fingerprint recorded in %s. The directory was altered: restore "
+                                     "it." % (path, SA_PUBLIC_KEY, STATE_FILE))
+        return rotation
     if _pki.fingerprint(_files.read_bytes(rotation.file(CA_CERT), "rotation CA certificate")) != rotation.ca_fingerprint:
         raise RotationStateError("%s: ca.crt does not match the fingerprint recorded in %s. The directory was altered: restore it." % (path, STATE_FILE))
     return rotation
@@ -170,6 +213,19 @@ def check_rotation_folder(path):
 
 def create(path, kind, previous_ca_crt, new_ca):
     """Persist a new rotation atomically: key and certificates land together, 0600, before anyone uses them."""
+    return _create(path, kind, _pki.fingerprint(new_ca.crt), _pki.fingerprint(previous_ca_crt),
+                   ((CA_KEY, new_ca.key), (CA_CERT, new_ca.crt), (PREVIOUS_CA_CERT, previous_ca_crt)))
+
+
+def create_service_account(path, previous_public_key, new_key):
+    """Persist a new service-account key rotation atomically (sa.key 0600, encrypted like a CA key) before any node sees it."""
+    public = _pki.public_key_pem(new_key, "new service-account key")
+    previous = _pki.public_key_pem(previous_public_key, "previous service-account public key")
+    return _create(path, KIND_SERVICE_ACCOUNT, _pki.public_key_fingerprint(public), _pki.public_key_fingerprint(previous),
+                   ((SA_KEY, new_key), (SA_PUBLIC_KEY, public), (PREVIOUS_SA_PUBLIC_KEY, previous)))
+
+
+def _create(path, kind, fingerprint, previous_fingerprint, files):
     if load(path) is not None:
         raise RotationStateError("%s already holds a rotation: resume it, or archive it to start a new one." % path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -177,16 +233,15 @@ def create(path, kind, previous_ca_crt, new_ca):
     state = {
         "format": FORMAT_VERSION,
         "kind": kind,
-        "ca_fingerprint": _pki.fingerprint(new_ca.crt),
-        "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
+        "ca_fingerprint": fingerprint,
+        "previous_ca_fingerprint": previous_fingerprint,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     staging = tempfile.mkdtemp(prefix=".%s%s" % (os.path.basename(path), STAGING_SUFFIX), dir=parent)
     try:
         os.chmod(staging, _files.PRIVATE_DIR_MODE)
-        _files.atomic_write(os.path.join(staging, CA_KEY), new_ca.key)
-        _files.atomic_write(os.path.join(staging, CA_CERT), new_ca.crt)
-        _files.atomic_write(os.path.join(staging, PREVIOUS_CA_CERT), previous_ca_crt)
+        for name, data in files:  # the key first: nothing refers to a rotation whose key is not on disk
+            _files.atomic_write(os.path.join(staging, name), data)
         _files.atomic_write(os.path.join(staging, STATE_FILE), (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
