@@ -55,9 +55,12 @@ options:
   ca:
     description:
       - Which CA the rotation replaces - the Talos API CA or the Kubernetes API CA.
+      - V(service_account) rotates the service-account signing key of a Talos v1.14+ control plane instead
+        (C(KubeServiceAccountConfig) C(issuer.privateKey) and C(accepted.publicKeys); fingerprints are those of the public
+        keys). Workers and v1.13-shape nodes (C(cluster.serviceAccount), no accepted list) are refused before any change.
     type: str
     default: talos
-    choices: [talos, kubernetes]
+    choices: [talos, kubernetes, service_account]
   rotation_dir:
     description:
       - Rotation directory written by M(talosops.pki.talos_ca_generate) for this CA; gives the previous and the new CA.

@@ -14,12 +14,16 @@ from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, 
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import (
+    LOCATION_LEGACY_SERVICE_ACCOUNT,
+    LOCATION_SERVICE_ACCOUNT_CONFIG,
+    MachineConfig,
+)
 
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "node": {"type": "str", "required": True},
     "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES)},
-    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes"]},
+    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "service_account"]},
     "rotation_dir": {"type": "path", "required": True},
     "machine_type": {"type": "str", "choices": ["controlplane", "worker"]},
     "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},
@@ -48,7 +52,8 @@ def run(params, check_mode=False, diff=False):
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
     target = Target(params)
     started = time.time()
-    result = run_async(_patch(params, target, rotation, check_mode, diff))
+    patch = _patch_service_account if params["ca"] == _pki.KIND_SERVICE_ACCOUNT else _patch
+    result = run_async(patch(params, target, rotation, check_mode, diff))
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
     if result["changed"] and not check_mode:
@@ -110,6 +115,61 @@ async def _patch(params, target, rotation, check_mode, diff):
                           "after": _describe_fields(*desired),
                           "before_header": "%s %s CA fields" % (node, kind), "after_header": "%s %s CA fields" % (node, kind)}
     return result
+
+
+async def _patch_service_account(params, target, rotation, check_mode, diff):
+    """The service-account keys of one control plane (KubeServiceAccountConfig issuer.privateKey / accepted.publicKeys) to
+    the state of one phase; progress read from the live fields, as public-key fingerprints."""
+    node, phase = params["node"], params["phase"]
+    old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
+    async with target.client() as client:
+        config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+        _check_machine_type(node, config.machine_type, params["machine_type"])
+        current = service_account_fields(node, config)
+        before = _rotation.NodeCAs(_pki.public_key_fingerprint(current.signing_key, "signing key of %s" % node),
+                                   tuple(_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in current.accepted))
+        issuing, accepted = _rotation.desired_state(phase, before, old, new, node=node, preview=check_mode,
+                                                    remove_strays=params["remove_stray_cas"])
+        after = _rotation.NodeCAs(issuing, accepted)
+        result = {
+            "node": node, "machine_type": config.machine_type, "phase": phase,
+            "progress_before": _rotation.progress(before, old, new), "progress_after": _rotation.progress(after, old, new),
+            "stray_ca_fingerprints": list(_rotation.strays(before, old, new)),
+            "issuing_ca_fingerprint": issuing, "accepted_ca_fingerprints": list(accepted),
+        }
+        if after == before:
+            return dict(result, changed=False)
+        publics = {fp: pem for fp, pem in zip(before.accepted, current.accepted)}
+        publics.update({old: rotation.previous_public_key(), new: rotation.public_key()})
+        signing_key = rotation.signing_key() if issuing == new else current.signing_key
+        config.set_service_account(signing_key, [publics[fp] for fp in accepted])
+        applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode)
+    result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
+    if check_mode:
+        result["dry_run_summary"] = redact_key_material(applied.get("mode_details", ""))
+    if diff:
+        header = "%s service-account keys (public-key fingerprints)" % node
+        result["diff"] = {"before": {"signing_key": REDACTED + " " + before.issuing, "accepted_public_keys": list(before.accepted)},
+                          "after": {"signing_key": REDACTED + " " + issuing, "accepted_public_keys": list(accepted)},
+                          "before_header": header, "after_header": header}
+    return result
+
+
+def service_account_fields(node, config):
+    """The node's service-account keys, or a refusal saying why this node cannot take part in the graceful rotation."""
+    if not config.is_control_plane:
+        raise RotationStateError("%s is a worker: service-account keys live on control planes only (Talos refuses a "
+                                 "KubeServiceAccountConfig on a worker); patch the control planes." % node)
+    if config.service_account_location == LOCATION_LEGACY_SERVICE_ACCOUNT:
+        raise RotationStateError(
+            "%s keeps its service-account key in %s (Talos v1.13 or older), which has no accepted-keys list: the key cannot be "
+            "rotated without invalidating every token at once. Upgrade the node to Talos v1.14+ (its config then carries a %s "
+            "document) and run again; nothing was changed." % (node, LOCATION_LEGACY_SERVICE_ACCOUNT, LOCATION_SERVICE_ACCOUNT_CONFIG))
+    fields = config.get_service_account()
+    if fields is None or not fields.signing_key:
+        raise RotationStateError("%s has no service-account signing key in its machine config (%s issuer.privateKey): restore "
+                                 "it before rotating; nothing was changed." % (node, LOCATION_SERVICE_ACCOUNT_CONFIG))
+    return fields
 
 
 def _bundle(node_cas):
