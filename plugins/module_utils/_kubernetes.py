@@ -80,11 +80,13 @@ def ensure_kubernetes():
 class KubeAPI:
     """`with KubeAPI(credentials, server=..., server_ca=...) as api:` one API server, one client identity."""
 
-    def __init__(self, credentials, server=None, server_ca=None, request_timeout=10.0):
+    def __init__(self, credentials, server=None, server_ca=None, request_timeout=10.0, token=None):
+        """With `token`, requests carry that bearer token (a service-account token) instead of the client certificate."""
         ensure_kubernetes()
         self.server = server_url(server or credentials.server)
         self.request_timeout = request_timeout
         self._credentials = credentials
+        self._token = token
         self._server_ca = server_ca if server_ca is not None else credentials.ca
         if not self._server_ca:
             raise ConfigError("no CA to verify the API server %s with: the kubeconfig has no certificate-authority-data and no "
@@ -100,8 +102,12 @@ class KubeAPI:
             configuration.host = self.server
             configuration.verify_ssl = True
             configuration.ssl_ca_cert = _write(path, "ca.crt", self._server_ca)
-            configuration.cert_file = _write(path, "client.crt", self._credentials.crt)
-            configuration.key_file = _write(path, "client.key", self._credentials.key)
+            if self._token is not None:
+                configuration.api_key = {"authorization": self._token}
+                configuration.api_key_prefix = {"authorization": "Bearer"}
+            else:
+                configuration.cert_file = _write(path, "client.crt", self._credentials.crt)
+                configuration.key_file = _write(path, "client.key", self._credentials.key)
             if self._credentials.tls_server_name:
                 configuration.tls_server_name = self._credentials.tls_server_name
             # One try per call: the callers retry on their own schedule and must see each failure as it is.
@@ -128,6 +134,23 @@ class KubeAPI:
         def call():
             listing = CoreV1Api(self._api).list_node(_request_timeout=self._timeout())
             return [_node_status(node) for node in listing.items or []]
+        return self._outcome(call)
+
+    def core_resources(self):
+        """GET /api/v1 (discovery, which every authenticated identity may read): proves who the server authenticates."""
+        def call():
+            CoreV1Api(self._api).get_api_resources(_request_timeout=self._timeout())
+        return self._outcome(call)
+
+    def token_request(self, namespace, name, expiration_seconds):
+        """TokenRequest for a service account: Outcome whose value is (token, expiration timestamp) on OK."""
+        def call():
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": int(expiration_seconds)}}
+            answer = CoreV1Api(self._api).create_namespaced_service_account_token(
+                name, namespace, body, _request_timeout=self._timeout())
+            expires = answer.status.expiration_timestamp
+            return answer.status.token, expires.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(expires, "strftime") else str(expires)
         return self._outcome(call)
 
     def read_workload(self, kind, namespace, name):

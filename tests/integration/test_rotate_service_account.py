@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki
 from ansible_collections.talosops.pki.plugins.module_utils._auth import AUTH_ARGUMENT_SPEC
-from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_generate, machine_patch
+from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_generate, machine_patch, service_account_token
 from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
@@ -112,3 +112,39 @@ def test_v1_13_and_workers_are_refused_before_any_change(make_sim_cluster, tmp_p
     with pytest.raises(RotationStateError, match="is a worker"):
         patch(cluster, rotation, cluster.workers[0], "accept")
     assert configs(cluster) == untouched
+
+
+def token_params(cluster, path, **overrides):
+    params = {name: spec.get("default") for name, spec in service_account_token.ARGUMENT_SPEC.items()}
+    params.update(kubeconfig=cluster.refresh_kubeconfig(), path=str(path), encrypt="never",
+                  api_servers=[node.address for node in cluster.controlplanes], deadline=5.0, retry_interval=0.2)
+    params.update(overrides)
+    return params
+
+
+def test_token_module_issues_once_and_proves_acceptance_and_refusal(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=2, workers=0, talos_version="v1.15.0")
+    path = tmp_path / "previous-token"
+    assert service_account_token.run(token_params(cluster, path), check_mode=True)["changed"]
+    assert not path.exists()
+    issued = service_account_token.run(token_params(cluster, path))
+    token = path.read_text().strip()
+    assert issued["changed"] and os.stat(path).st_mode & 0o777 == 0o600
+    assert token not in repr(issued) and issued["algorithm"] == "ES256"
+    assert issued["subject"] == "system:serviceaccount:default:default"
+    assert not service_account_token.run(token_params(cluster, path))["changed"]  # kept on rerun
+    assert path.read_text().strip() == token
+    ok = service_account_token.run(token_params(cluster, path, state="authenticated"))
+    assert not ok.get("failed") and token not in repr(ok)
+    refused = service_account_token.run(token_params(cluster, path, state="refused", deadline=0.5))
+    assert refused["failed"] and "still authenticates" in refused["msg"] and token not in repr(refused)
+
+    rotation = generate(cluster, str(tmp_path))
+    for phase in ("accept", "swap", "remove"):
+        for node in cluster.controlplanes:
+            patch(cluster, rotation, node, phase)
+    cluster.settle()
+    assert not service_account_token.run(token_params(cluster, path, state="refused")).get("failed")
+    fresh = service_account_token.run(token_params(cluster, tmp_path / "new-token"))
+    assert fresh["algorithm"] == "RS256" and fresh["key_id"] != issued["key_id"]
+    assert not service_account_token.run(token_params(cluster, tmp_path / "new-token", state="authenticated")).get("failed")
