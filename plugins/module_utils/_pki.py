@@ -701,6 +701,24 @@ def public_key_pem(key_or_pem, what="key"):
                                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def public_key_hex(key_or_pem, what="key"):
+    """The public key's PKIX DER in hex: how task output carries a public key. Base64 (PEM) would repeat, line for line,
+    the base64 of the private key PEM it belongs to (an EC private key holds its public point), which secret sweeps flag."""
+    ensure_cryptography()
+    return _public_key_der(_public_key_of(key_or_pem, what)).hex()
+
+
+def public_key_from_hex(text, what="public key"):
+    """PEM of a public key given as the hex of its PKIX DER (public_key_hex)."""
+    ensure_cryptography()
+    try:
+        key = serialization.load_der_public_key(bytes.fromhex(text.strip()))
+    except ValueError:
+        raise NotPEMError("%s is neither PEM nor the hex of a public key's DER: give talos_cluster_info's "
+                          "service_account.public_key" % what) from None
+    return public_key_pem(key, what)
+
+
 def public_key_fingerprint(key_or_pem, what="key"):
     """SHA-256 of the public key's PKIX DER as 64 lowercase hex characters: one key pair, one fingerprint, whether
     given its private key or its public key (service-account keys have no certificate)."""

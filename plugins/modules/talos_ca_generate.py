@@ -62,7 +62,8 @@ options:
   previous_ca:
     description:
       - PEM certificate of the CA being replaced (the cluster's current issuing CA). Needed to create a rotation.
-      - For O(kind=service_account), the public key (PEM) of the current signing key; only its public part is kept.
+      - For O(kind=service_account), the public key of the current signing key - PEM, or the hex of its DER as
+        talos_cluster_info returns it in C(service_account.public_key); only its public part is kept.
     type: str
   create:
     description:

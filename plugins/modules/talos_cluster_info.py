@@ -138,7 +138,8 @@ nodes:
   type: dict
 service_account:
   description: The first control plane's service-account signing key - C(fingerprint) (SHA-256 of the public key's DER) and
-    C(public_key) (PEM; never the private key). V(null) when it has no KubeServiceAccountConfig document.
+    C(public_key) (hex of the public key's DER - not base64, which would repeat lines of the private key's PEM; never the
+    private key). V(null) when it has no KubeServiceAccountConfig document.
   returned: always
   type: dict
 issuing_ca:

@@ -128,6 +128,14 @@ expires:
   description: When the token expires (UTC, ISO 8601).
   returned: when a token exists
   type: str
+issued:
+  description: When the token was issued (UTC, ISO 8601).
+  returned: when a token exists
+  type: str
+age_seconds:
+  description: Seconds since the token was issued - for a token issued right after a key swap, how long the swap is past.
+  returned: when a token exists
+  type: int
 api_servers:
   description: Per API server URL - C(ok), C(detail) and C(seconds) it took.
   returned: with O(state=authenticated) or O(state=refused)

@@ -11,6 +11,10 @@ from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_g
 from ansible_collections.talosops.pki.plugins.module_utils._errors import RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
+from ansible_collections.talosops.pki.plugins.module_utils._rotation_store import load as load_rotation
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
+
+from _playbook import cluster_private_keys as private_keys_of, lock_released, private_key_needles, run_playbook  # pylint: disable=import-error
 from test_simulator_service_account import issue_token, token_status  # pylint: disable=import-error
 
 
@@ -148,3 +152,102 @@ def test_token_module_issues_once_and_proves_acceptance_and_refusal(make_sim_clu
     fresh = service_account_token.run(token_params(cluster, tmp_path / "new-token"))
     assert fresh["algorithm"] == "RS256" and fresh["key_id"] != issued["key_id"]
     assert not service_account_token.run(token_params(cluster, tmp_path / "new-token", state="authenticated")).get("failed")
+
+
+# --- the playbook, as an operator runs it ----------------------------------------------------------------------------
+
+SA_ONLY = {"rotate_talos": False, "rotate_service_account": True, "rotate_ca_service_account_remove_wait": 0,
+           "rotate_ca_service_account_algorithm": "rsa-2048", "rotate_ca_kubernetes_verify_deadline": 30}
+
+
+def sa_state(cluster):
+    """Per control plane: (signing public-key fingerprint, accepted fingerprints)."""
+    state = {}
+    for node in cluster.controlplanes:
+        fields = MachineConfig.parse(node.config_bytes()).get_service_account()
+        state[node.name] = (_pki.public_key_fingerprint(fields.signing_key),
+                            tuple(_pki.public_key_fingerprint(pem) for pem in fields.accepted))
+    return state
+
+
+def assert_no_secret(cluster, rotation_dir, *outputs):
+    sa_dir = os.path.join(rotation_dir, "service_account")
+    keys = [cluster.secrets.service_account_key_pem] + private_keys_of(cluster)
+    if os.path.exists(os.path.join(sa_dir, "sa.key")):
+        with open(os.path.join(sa_dir, "sa.key"), "rb") as handle:
+            keys.append(handle.read())
+    needles = private_key_needles(*keys)
+    for name in ("previous-token", "new-token"):
+        if os.path.exists(os.path.join(sa_dir, name)):
+            with open(os.path.join(sa_dir, name), encoding="ascii") as handle:
+                token = handle.read().strip()
+            needles.update({token, token.split(".")[2][:40]})
+    for text in outputs:
+        leaked = [needle for needle in needles if needle in text]
+        assert not leaked, [text[max(0, text.index(needle) - 600):text.index(needle) + 200] for needle in leaked[:2]]
+
+
+def test_playbook_rotates_the_service_account_key(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=3, workers=1, talos_version="v1.15.0")
+    rotation_dir = str(tmp_path / "rotation")
+    before_state, configs_before = sa_state(cluster), configs(cluster)
+    old_token = issue_token(cluster, cluster.controlplanes[0])
+    variables = dict(SA_ONLY, rotate_ca_secrets_file=str(cluster.secrets_path))
+
+    check = run_playbook(cluster, rotation_dir, "--check", "--diff", "-vvv", extra_vars=variables)
+    assert check.returncode == 0, check.output[-3000:]
+    assert configs(cluster) == configs_before and not os.path.exists(os.path.join(rotation_dir, "service_account"))
+    assert "Dry run summary" in check.output
+
+    real = run_playbook(cluster, rotation_dir, "-v", extra_vars=variables)
+    assert real.returncode == 0, real.output[-3000:]
+    after = sa_state(cluster)
+    rotation = load_rotation(os.path.join(rotation_dir, "service_account"))
+    assert {state for state in after.values()} == {(rotation.ca_fingerprint, ())}
+    assert rotation.previous_ca_fingerprint == next(iter(before_state.values()))[0]
+    assert token_status(cluster, old_token) == {node.name: 401 for node in cluster.controlplanes}
+    assert set(token_status(cluster, issue_token(cluster, cluster.controlplanes[1])).values()) == {200}
+    assert "refused by every kube-apiserver" in real.output
+    # The workers were never touched; secrets.yaml holds the new key.
+    assert all(configs(cluster)[node.name] == configs_before[node.name] for node in cluster.workers)
+    assert SecretsBundle.load(str(cluster.secrets_path)).get_service_account_key() == rotation.signing_key()
+
+    rerun = run_playbook(cluster, rotation_dir, extra_vars=variables)
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    assert sa_state(cluster) == after and all(host["changed"] == 0 for host in rerun.recap.values()), rerun.recap
+    assert_no_secret(cluster, rotation_dir, check.output, real.output, rerun.output)
+
+
+def test_playbook_killed_at_phase_boundaries_resumes(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=2, workers=0, talos_version="v1.15.0")
+    rotation_dir = str(tmp_path / "rotation")
+    first = cluster.controlplanes[0].address
+    for kill in ("Patch | accept on %s" % first, "Swapped | keep a token signed by the new key"):
+        killed = run_playbook(cluster, rotation_dir, kill_after="%s@%s" % (kill, cluster.controlplanes[0].name),
+                              extra_vars=SA_ONLY)
+        assert killed.returncode != 0
+        assert lock_released(rotation_dir)
+    resumed = run_playbook(cluster, rotation_dir, extra_vars=SA_ONLY)
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    rotation = load_rotation(os.path.join(rotation_dir, "service_account"))
+    assert set(sa_state(cluster).values()) == {(rotation.ca_fingerprint, ())}
+
+
+def test_remove_as_a_later_job_and_v1_13_refused(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=1, workers=0, talos_version="v1.15.0")
+    rotation_dir = str(tmp_path / "rotation")
+    early = run_playbook(cluster, rotation_dir, extra_vars=dict(SA_ONLY, rotate_ca_phases=["remove"]))
+    assert early.returncode != 0 and "run the phases" in early.output
+    first = run_playbook(cluster, rotation_dir, extra_vars=dict(SA_ONLY, rotate_ca_phases=["accept", "swap"]))
+    assert first.returncode == 0, first.output[-3000:]
+    assert all(accepted for _signing, accepted in sa_state(cluster).values())  # the old key is still accepted
+    later = run_playbook(cluster, rotation_dir, extra_vars=dict(SA_ONLY, rotate_ca_phases=["remove"]))
+    assert later.returncode == 0, later.output[-3000:]
+    assert all(not accepted for _signing, accepted in sa_state(cluster).values())
+
+    old = make_sim_cluster(controlplanes=1, workers=1, talos_version="v1.13.4")
+    untouched = configs(old)
+    refused = run_playbook(old, str(tmp_path / "old-rotation"), extra_vars=SA_ONLY)
+    assert refused.returncode != 0
+    assert "Talos v1.13 or older" in refused.output and "Upgrade them to Talos v1.14+" in refused.output
+    assert configs(old) == untouched

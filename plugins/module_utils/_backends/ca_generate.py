@@ -92,7 +92,8 @@ def run(params, check_mode=False, diff=False):
 
 def _run_service_account(params, check_mode):
     """The new service-account signing key, on disk before any node sees it; previous_ca is the current signing key's public
-    key (PEM; a private key is read for its public part only). No certificate: validity_hours does not apply."""
+    key (PEM, or the hex of its DER as talos_cluster_info returns it; a private key is read for its public part only). No
+    certificate: validity_hours does not apply."""
     for option in ("talosconfig", "previous_talosconfig", "return_key"):
         if params[option]:
             raise ConfigError("%s does not apply to kind=service_account (a signing key, not a CA)." % option)
@@ -118,9 +119,11 @@ def _run_service_account(params, check_mode):
         if not params["previous_ca"]:
             raise RotationStateError("previous_ca is required to start a service-account key rotation: give the current "
                                      "signing key's public key (PEM), e.g. from talos_cluster_info's service_account.")
+        previous = params["previous_ca"].strip()
+        previous = previous.encode() if previous.startswith("-----BEGIN") else _pki.public_key_from_hex(previous, "previous_ca")
         key = _pki.generate_service_account_key(params["algorithm"])
         path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
-        rotation = _rotation_store.create_service_account(path, params["previous_ca"].encode(), key)
+        rotation = _rotation_store.create_service_account(path, previous, key)
         result.update(changed=True, throwaway=check_mode)
         rotation.record("key_generated", ca_fingerprint=rotation.ca_fingerprint,
                         previous_ca_fingerprint=rotation.previous_ca_fingerprint)

@@ -214,7 +214,7 @@ def _service_account_facts(config, node):
     fields = config.get_service_account()
     if fields.signing_key:
         facts["issuing_ca"] = _pki.public_key_fingerprint(fields.signing_key, "service-account key of %s" % node)
-        facts["_public_key"] = _pki.public_key_pem(fields.signing_key).decode()
+        facts["_public_key"] = _pki.public_key_hex(fields.signing_key)
     facts["accepted_cas"] = [_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in fields.accepted]
     return facts
 

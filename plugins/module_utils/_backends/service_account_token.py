@@ -92,9 +92,13 @@ def token_facts(token):
         claims = json.loads(base64.urlsafe_b64decode(claims_part + "=" * (-len(claims_part) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ConfigError("the service-account token is not a JWT: its header or claims do not decode.") from None
-    expires = claims.get("exp")
-    return {"key_id": header.get("kid"), "algorithm": header.get("alg"), "subject": claims.get("sub"),
-            "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)) if isinstance(expires, (int, float)) else None}
+    def when(claim):
+        value = claims.get(claim)
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value)) if isinstance(value, (int, float)) else None
+    issued = claims.get("iat")
+    return {"key_id": header.get("kid"), "algorithm": header.get("alg"), "subject": claims.get("sub"), "expires": when("exp"),
+            "issued": when("iat"),
+            "age_seconds": int(time.time() - issued) if isinstance(issued, (int, float)) else None}
 
 
 def _verify(params, credentials, server_ca, servers):

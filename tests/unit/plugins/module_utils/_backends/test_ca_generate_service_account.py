@@ -80,3 +80,10 @@ def test_secrets_bundle_key_updated_at_the_end(tmp_path):
     fresh = ca_generate.run(params(tmp_path / "r2", _pki.generate_service_account_key("ecdsa-p256")))
     with pytest.raises(ConfigError, match="belongs to another cluster"):
         ca_generate.run(params(fresh["path"], old_key, secrets_file=str(other)))
+
+
+def test_previous_key_as_hex_der_from_cluster_info(tmp_path, old_key):
+    result = ca_generate.run(params(tmp_path / "sa", old_key, previous_ca=_pki.public_key_hex(old_key)))
+    assert result["previous_ca_fingerprint"] == _pki.public_key_fingerprint(old_key)
+    with pytest.raises(_pki.NotPEMError, match="neither PEM nor the hex"):
+        ca_generate.run(params(tmp_path / "bad", old_key, previous_ca="zz-not-hex"))
