@@ -222,7 +222,7 @@ def test_playbook_killed_at_phase_boundaries_resumes(make_sim_cluster, tmp_path)
     cluster = make_sim_cluster(controlplanes=2, workers=0, talos_version="v1.15.0")
     rotation_dir = str(tmp_path / "rotation")
     first = cluster.controlplanes[0].address
-    for kill in ("Patch | accept on %s" % first, "Swapped | keep a token signed by the new key"):
+    for kill in ("Patch | control plane accept: %s" % first, "Swapped | keep a token signed by the new key"):
         killed = run_playbook(cluster, rotation_dir, kill_after="%s@%s" % (kill, cluster.controlplanes[0].name),
                               extra_vars=SA_ONLY)
         assert killed.returncode != 0
