@@ -203,7 +203,7 @@ def test_playbook_rotates_the_service_account_key(make_sim_cluster, tmp_path):
     assert real.returncode == 0, real.output[-3000:]
     after = sa_state(cluster)
     rotation = load_rotation(os.path.join(rotation_dir, "service_account"))
-    assert {state for state in after.values()} == {(rotation.ca_fingerprint, ())}
+    assert set(after.values()) == {(rotation.ca_fingerprint, ())}
     assert rotation.previous_ca_fingerprint == next(iter(before_state.values()))[0]
     assert token_status(cluster, old_token) == {node.name: 401 for node in cluster.controlplanes}
     assert set(token_status(cluster, issue_token(cluster, cluster.controlplanes[1])).values()) == {200}

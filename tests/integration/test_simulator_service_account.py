@@ -112,7 +112,7 @@ def test_token_request_signs_with_the_issuer_key_and_every_apiserver_verifies(ma
     assert claims["iss"] == "https://%s:6443" % cluster.endpoint
     assert token_status(cluster, token) == {node.name: 200 for node in cluster.controlplanes}
     # A token is a service account, not an admin: no Nodes for it.
-    status, _ = _request(cluster.controlplanes[0].address, _kubeconfig(cluster), "GET", "/api/v1/nodes", token=token)
+    status, _answer = _request(cluster.controlplanes[0].address, _kubeconfig(cluster), "GET", "/api/v1/nodes", token=token)
     assert status == 403
 
 
@@ -133,11 +133,11 @@ def test_token_request_checks(make_sim_cluster):
     node, kubeconfig = cluster.controlplanes[0], _kubeconfig(cluster)
     status, answer = _request(node.address, kubeconfig, "POST", TOKEN_PATH, body={"spec": {"expirationSeconds": 60}})
     assert status == 422 and "10 minutes" in answer["message"]
-    status, _ = _request(node.address, kubeconfig, "POST",
-                         "/api/v1/namespaces/default/serviceaccounts/nobody/token", body={"spec": {}})
+    nobody = "/api/v1/namespaces/default/serviceaccounts/nobody/token"
+    status, _answer = _request(node.address, kubeconfig, "POST", nobody, body={"spec": {}})
     assert status == 404
     token = issue_token(cluster, node)
-    status, _ = _request(node.address, kubeconfig, "POST", TOKEN_PATH, token=token, body={"spec": {}})
+    status, _answer = _request(node.address, kubeconfig, "POST", TOKEN_PATH, token=token, body={"spec": {}})
     assert status == 403
 
 

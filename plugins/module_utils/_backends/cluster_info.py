@@ -225,20 +225,20 @@ def _service_account_problems(params, nodes, rotation, endpoint):
     controlplanes = params["controlplanes"]
     legacy = sorted(node for node in controlplanes if nodes[node][SERVICE_ACCOUNT]["location"] != LOCATION_SERVICE_ACCOUNT_CONFIG)
     if legacy:
+        locations = ", ".join(sorted({str(nodes[node][SERVICE_ACCOUNT]["location"] or "no service-account key") for node in legacy}))
         return ["%s keep the service-account key in %s (Talos v1.13 or older): it has no accepted-keys list, so the key cannot "
                 "be rotated without invalidating every service-account token at once. Upgrade them to Talos v1.14+ (the config "
-                "then carries a %s document) and run again." % (", ".join(legacy), ", ".join(sorted({
-                    str(nodes[node][SERVICE_ACCOUNT]["location"] or "no service-account key") for node in legacy})),
-                                                                 LOCATION_SERVICE_ACCOUNT_CONFIG)]
+                "then carries a %s document) and run again." % (", ".join(legacy), locations, LOCATION_SERVICE_ACCOUNT_CONFIG)]
     problems = []
     for node in controlplanes:
         facts = nodes[node][SERVICE_ACCOUNT]
         if rotation is None:
-            if facts["issuing_ca"] != (endpoint or {}).get("fingerprint"):
+            expected = (endpoint or {}).get("fingerprint")
+            if facts["issuing_ca"] != expected:
                 problems.append("%s signs service-account tokens with another key (%s) than %s (%s): the control planes "
                                 "disagree, so a rotation is half done or they belong to different clusters. Bring them back to "
                                 "one signing key first." % (node, (facts["issuing_ca"] or "none")[:16], controlplanes[0],
-                                                           ((endpoint or {}).get("fingerprint") or "none")[:16]))
+                                                            (expected or "none")[:16]))
             continue
         cas = _rotation.NodeCAs(facts["issuing_ca"], tuple(facts["accepted_cas"]))
         facts["progress"] = _rotation.progress(cas, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)

@@ -139,7 +139,7 @@ async def _patch_service_account(params, target, rotation, check_mode, diff):
         }
         if after == before:
             return dict(result, changed=False)
-        publics = {fp: pem for fp, pem in zip(before.accepted, current.accepted)}
+        publics = dict(zip(before.accepted, current.accepted))
         publics.update({old: rotation.previous_public_key(), new: rotation.public_key()})
         signing_key = rotation.signing_key() if issuing == new else current.signing_key
         config.set_service_account(signing_key, [publics[fp] for fp in accepted])

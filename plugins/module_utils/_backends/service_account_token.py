@@ -68,10 +68,10 @@ def _issue(params, credentials, server_ca, server, check_mode):
     with _kubernetes.KubeAPI(credentials, server=server, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
         outcome = api.token_request(params["namespace"], params["service_account"], params["expiration_seconds"])
     if outcome.kind != _kubernetes.OK:
-        raise ConfigError("TokenRequest for service account %s/%s failed: %s. The kubeconfig's user must be allowed to create "
-                          "serviceaccounts/token (the admin kubeconfig is)." % (params["namespace"], params["service_account"],
-                                                                               outcome.detail))
-    token, expires = outcome.value
+        account = "%s/%s" % (params["namespace"], params["service_account"])
+        raise ConfigError("TokenRequest for service account %s failed: %s. The kubeconfig's user must be allowed to create "
+                          "serviceaccounts/token (the admin kubeconfig is)." % (account, outcome.detail))
+    token = outcome.value[0]
     _files.atomic_write(params["path"], token.encode("ascii") + b"\n")
     return dict(result, changed=True, **token_facts(token))
 
@@ -92,6 +92,7 @@ def token_facts(token):
         claims = json.loads(base64.urlsafe_b64decode(claims_part + "=" * (-len(claims_part) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ConfigError("the service-account token is not a JWT: its header or claims do not decode.") from None
+
     def when(claim):
         value = claims.get(claim)
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value)) if isinstance(value, (int, float)) else None

@@ -572,7 +572,7 @@ class KubeAPIServer:
         if client.user is not None:
             return client.user
         authorization = request.headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
+        scheme, _separator, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
         return _token_user(token.strip(), self._service_account())

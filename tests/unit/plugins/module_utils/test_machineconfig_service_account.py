@@ -88,8 +88,8 @@ def test_accepted_issuers_and_audiences_survive_the_remove():
     key = config.get_service_account().signing_key
     _new_key, new_public = _rsa()
     assert config.set_service_account(key, [new_public])
-    assert _sa_document(config.to_bytes())["accepted"] == {"publicKeys": [new_public.decode()],
-                                                          "issuers": ["https://old:6443"]}
+    expected = {"publicKeys": [new_public.decode()], "issuers": ["https://old:6443"]}
+    assert _sa_document(config.to_bytes())["accepted"] == expected
     assert config.set_service_account(key, [])
     assert _sa_document(config.to_bytes())["accepted"] == {"issuers": ["https://old:6443"]}
 
