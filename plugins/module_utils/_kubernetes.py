@@ -12,6 +12,7 @@ is not used because it leaves such files in /tmp until the process ends.
 
 from __future__ import annotations
 
+import base64
 import os
 import traceback
 from typing import NamedTuple
@@ -41,6 +42,7 @@ OK, UNAUTHORIZED, FORBIDDEN, HTTP_ERROR, TLS_ERROR, UNREACHABLE = "ok", "unautho
 # Workload kinds a restart can target: (AppsV1Api method suffix, what `kubectl rollout restart` calls it).
 WORKLOAD_KINDS = {"daemonset": "daemon_set", "deployment": "deployment", "statefulset": "stateful_set"}
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 
 
 class NodeStatus(NamedTuple):
@@ -140,6 +142,21 @@ class KubeAPI:
         """GET /api/v1 (discovery, which every authenticated identity may read): proves who the server authenticates."""
         def call():
             CoreV1Api(self._api).get_api_resources(_request_timeout=self._timeout())
+        return self._outcome(call)
+
+    def service_account_token_secrets(self):
+        """Outcome whose value lists the legacy token Secrets (type kubernetes.io/service-account-token) as (namespace,
+        name, service account, token) on OK. The token is for the caller to inspect, never to return."""
+        def call():
+            listing = CoreV1Api(self._api).list_secret_for_all_namespaces(
+                field_selector="type=%s" % SERVICE_ACCOUNT_TOKEN_TYPE, _request_timeout=self._timeout())
+            found = []
+            for item in listing.items or []:
+                annotations = item.metadata.annotations or {}
+                token = base64.b64decode((item.data or {}).get("token") or "").decode("ascii", "replace")
+                found.append((item.metadata.namespace, item.metadata.name,
+                              annotations.get("kubernetes.io/service-account.name"), token))
+            return found
         return self._outcome(call)
 
     def token_request(self, namespace, name, expiration_seconds):

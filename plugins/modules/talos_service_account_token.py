@@ -17,6 +17,9 @@ description:
   - With O(state=authenticated), every API server of O(api_servers) must authenticate the token in O(path) (an answer or 403,
     never 401); with O(state=refused), every one must answer 401 Unauthorized. Retried until O(deadline). A TLS failure, a
     timeout or another status proves nothing about the token and fails the check.
+  - With O(state=legacy_report), lists the legacy token Secrets (type C(kubernetes.io/service-account-token)) and which of
+    them a key of O(key_fingerprints) signed (read from each token's C(kid)); warns about those - the kubelet never refreshes
+    them, so they stop working when that key is removed. Reads only; O(path) is not used.
   - The token is never returned or logged - only its signing key id (C(kid)), algorithm, subject and expiry.
   - TLS verification always stays on.
 extends_documentation_fragment:
@@ -34,16 +37,23 @@ attributes:
 options:
   path:
     description:
-      - File holding the token (written with O(state=issued), read otherwise).
+      - File holding the token (written with O(state=issued), read with O(state=authenticated) and O(state=refused)).
+      - Required unless O(state=legacy_report).
     type: path
-    required: true
   state:
     description:
       - V(issued) - a token is in O(path). V(authenticated) - every API server authenticates it. V(refused) - every API
-        server refuses it (401).
+        server refuses it (401). V(legacy_report) - report the legacy token Secrets.
     type: str
     default: issued
-    choices: [issued, authenticated, refused]
+    choices: [issued, authenticated, refused, legacy_report]
+  key_fingerprints:
+    description:
+      - With O(state=legacy_report), fingerprints (hex SHA-256 of the public key's DER, as talos_ca_generate and
+        talos_cluster_info give them) of the keys whose tokens to flag.
+    type: list
+    elements: str
+    default: []
   api_servers:
     description:
       - API servers, as C(https://host:port) or C(host) (port 6443). The kubeconfig's server when not set; with
@@ -106,7 +116,7 @@ EXAMPLES = r"""
 RETURN = r"""
 path:
   description: The token file.
-  returned: always
+  returned: unless O(state=legacy_report)
   type: str
 state:
   description: The state asked for.
@@ -140,6 +150,16 @@ api_servers:
   description: Per API server URL - C(ok), C(detail) and C(seconds) it took.
   returned: with O(state=authenticated) or O(state=refused)
   type: dict
+legacy_secrets:
+  description: With O(state=legacy_report), each legacy token Secret - C(namespace), C(name), C(service_account),
+    C(key_fingerprint) (of the key that signed its token) and C(signed_by_listed_key). Never the token.
+  returned: with O(state=legacy_report)
+  type: list
+  elements: dict
+signed_by_listed_key:
+  description: How many of them a key of O(key_fingerprints) signed.
+  returned: with O(state=legacy_report)
+  type: int
 failed_api_servers:
   description: API servers that did not prove the expectation, sorted.
   returned: with O(state=authenticated) or O(state=refused)

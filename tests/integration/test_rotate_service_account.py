@@ -1,6 +1,7 @@
 """Service-account key rotation (issue 17 item 2) against the simulator: the phases of talos_machine_patch
 ca=service_account on every control plane, with tokens proving what kube-apiserver trusts in each phase."""
 
+import base64
 import os
 
 import pytest
@@ -15,6 +16,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._rotation_store impor
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 from _playbook import cluster_private_keys as private_keys_of, lock_released, private_key_needles, run_playbook  # pylint: disable=import-error
+from talos_sim.kubernetes import legacy_token_secret
 from test_simulator_service_account import issue_token, token_status  # pylint: disable=import-error
 
 
@@ -192,12 +194,16 @@ def test_playbook_rotates_the_service_account_key(make_sim_cluster, tmp_path):
     rotation_dir = str(tmp_path / "rotation")
     before_state, configs_before = sa_state(cluster), configs(cluster)
     old_token = issue_token(cluster, cluster.controlplanes[0])
+    legacy = legacy_token_secret(cluster.secrets.service_account_key_pem, "kube-system", "legacy-ci-token")
+    cluster.secrets_objects.append(legacy)
+    legacy_token = base64.b64decode(legacy["data"]["token"]).decode()
     variables = dict(SA_ONLY, rotate_ca_secrets_file=str(cluster.secrets_path))
 
     check = run_playbook(cluster, rotation_dir, "--check", "--diff", "-vvv", extra_vars=variables)
     assert check.returncode == 0, check.output[-3000:]
     assert configs(cluster) == configs_before and not os.path.exists(os.path.join(rotation_dir, "service_account"))
     assert "Dry run summary" in check.output
+    assert "1 legacy service-account token Secret(s)" in check.output and "kube-system/legacy-ci-token" in check.output
 
     real = run_playbook(cluster, rotation_dir, "-v", extra_vars=variables)
     assert real.returncode == 0, real.output[-3000:]
@@ -208,6 +214,9 @@ def test_playbook_rotates_the_service_account_key(make_sim_cluster, tmp_path):
     assert token_status(cluster, old_token) == {node.name: 401 for node in cluster.controlplanes}
     assert set(token_status(cluster, issue_token(cluster, cluster.controlplanes[1])).values()) == {200}
     assert "refused by every kube-apiserver" in real.output
+    summary = next(line for line in real.output.splitlines() if "legacy token Secrets signed by the old key" in line)
+    assert "legacy-ci-token" in summary
+    assert set(token_status(cluster, legacy_token).values()) == {401}  # never refreshed: refused with its key
     # The workers were never touched; secrets.yaml holds the new key.
     assert all(configs(cluster)[node.name] == configs_before[node.name] for node in cluster.workers)
     assert SecretsBundle.load(str(cluster.secrets_path)).get_service_account_key() == rotation.signing_key()
@@ -215,6 +224,7 @@ def test_playbook_rotates_the_service_account_key(make_sim_cluster, tmp_path):
     rerun = run_playbook(cluster, rotation_dir, extra_vars=variables)
     assert rerun.returncode == 0, rerun.output[-3000:]
     assert sa_state(cluster) == after and all(host["changed"] == 0 for host in rerun.recap.values()), rerun.recap
+    assert legacy_token not in check.output + real.output + rerun.output
     assert_no_secret(cluster, rotation_dir, check.output, real.output, rerun.output)
 
 

@@ -20,6 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from talos_sim import machineconfig, pki, tlsctx
+from talos_sim.kubernetes import legacy_token_secret
 from talos_sim.testing import admin_credentials, apply_request, call, edit_config
 
 APPLY = "/machine.MachineService/ApplyConfiguration"
@@ -205,3 +206,17 @@ def test_v1_13_legacy_key_signs_and_verifies(make_sim_cluster):
     assert cluster.controlplanes[0].service_account.accepted_public_pems == ()
     token = issue_token(cluster, cluster.controlplanes[0])
     assert set(token_status(cluster, token).values()) == {200}
+
+
+def test_legacy_token_secrets_work_while_their_key_is_accepted(make_sim_cluster):
+    cluster = make_sim_cluster(controlplanes=1, workers=0, talos_version="v1.15.0")
+    secret = legacy_token_secret(cluster.secrets.service_account_key_pem, "kube-system", "old-style-token")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert set(token_status(cluster, token).values()) == {401}  # no such Secret yet
+    cluster.secrets_objects.append(secret)
+    assert set(token_status(cluster, token).values()) == {200}
+    status, listing = _request(cluster.controlplanes[0].address, _kubeconfig(cluster), "GET",
+                               "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fservice-account-token")
+    assert status == 200 and [item["metadata"]["name"] for item in listing["items"]] == ["old-style-token"]
+    apply_all(cluster, lambda doc: doc["issuer"].update(privateKey=_rsa_pem().decode()))
+    assert set(token_status(cluster, token).values()) == {401}  # its key is no longer accepted

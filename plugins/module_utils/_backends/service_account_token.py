@@ -27,8 +27,9 @@ ARGUMENT_SPEC = _files.with_encryption({
     "context": {"type": "str"},
     "server_ca": {"type": "list", "elements": "path"},
     "api_servers": {"type": "list", "elements": "str"},
-    "path": {"type": "path", "required": True},
-    "state": {"type": "str", "default": "issued", "choices": ["issued", "authenticated", "refused"]},
+    "path": {"type": "path"},
+    "state": {"type": "str", "default": "issued", "choices": ["issued", "authenticated", "refused", "legacy_report"]},
+    "key_fingerprints": {"type": "list", "elements": "str", "default": []},
     "namespace": {"type": "str", "default": "default"},
     "service_account": {"type": "str", "default": "default"},
     "expiration_seconds": {"type": "int", "default": 86400},
@@ -37,6 +38,7 @@ ARGUMENT_SPEC = _files.with_encryption({
     "retry_interval": {"type": "float", "default": 1.0},
     "request_timeout": {"type": "float", "default": 10.0},
 })
+ARGUMENT_RULES = {"required_if": [("state", state, ("path",)) for state in ("issued", "authenticated", "refused")]}
 REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
 # kube-apiserver refuses a TokenRequest for less than 10 minutes.
 MIN_EXPIRATION_SECONDS = 600
@@ -56,6 +58,8 @@ def run(params, check_mode=False, diff=False):
     servers = [_kubernetes.server_url(server) for server in (params["api_servers"] or [credentials.server])]
     if params["state"] == "issued":
         return _issue(params, credentials, server_ca, servers[0], check_mode)
+    if params["state"] == "legacy_report":
+        return _legacy_report(params, credentials, server_ca, servers[0])
     return _verify(params, credentials, server_ca, servers)
 
 
@@ -74,6 +78,41 @@ def _issue(params, credentials, server_ca, server, check_mode):
     token = outcome.value[0]
     _files.atomic_write(params["path"], token.encode("ascii") + b"\n")
     return dict(result, changed=True, **token_facts(token))
+
+
+def _legacy_report(params, credentials, server_ca, server):
+    """The legacy token Secrets, and which of them a key of key_fingerprints signed: the kubelet never refreshes these, so
+    each one signed by the old key stops working when that key is removed. Names and key fingerprints only."""
+    with _kubernetes.KubeAPI(credentials, server=server, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
+        outcome = api.service_account_token_secrets()
+    if outcome.kind != _kubernetes.OK:
+        raise ConfigError("listing the legacy service-account token Secrets failed: %s. The kubeconfig's user must be allowed "
+                          "to list secrets (the admin kubeconfig is)." % outcome.detail)
+    wanted = {fingerprint.lower() for fingerprint in params["key_fingerprints"]}
+    secrets = []
+    for namespace, name, account, token in outcome.value:
+        fingerprint = _kid_fingerprint(token)
+        secrets.append({"namespace": namespace, "name": name, "service_account": account, "key_fingerprint": fingerprint,
+                        "signed_by_listed_key": fingerprint in wanted})
+    signed = [item for item in secrets if item["signed_by_listed_key"]]
+    result = {"changed": False, "state": "legacy_report", "legacy_secrets": secrets,
+              "signed_by_listed_key": len(signed)}
+    if signed:
+        result["warnings"] = ["%d legacy service-account token Secret(s) hold tokens signed by the key being replaced, which "
+                              "the kubelet never refreshes: they stop working when that key is removed - %s. Recreate them "
+                              "after the swap (or move their users to projected tokens)." % (
+                                  len(signed), ", ".join("%s/%s" % (item["namespace"], item["name"]) for item in signed[:10]))]
+    return result
+
+
+def _kid_fingerprint(token):
+    """The signing key's fingerprint (hex SHA-256 of its public key's DER) from a JWT's kid, which is that digest in base64url."""
+    try:
+        header_part = token.split(".")[0]
+        kid = json.loads(base64.urlsafe_b64decode(header_part + "=" * (-len(header_part) % 4))).get("kid") or ""
+        return base64.urlsafe_b64decode(kid + "=" * (-len(kid) % 4)).hex() or None
+    except (ValueError, binascii.Error, UnicodeDecodeError, AttributeError):
+        return None
 
 
 def _read_token(path):

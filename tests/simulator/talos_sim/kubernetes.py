@@ -575,7 +575,17 @@ class KubeAPIServer:
         scheme, _separator, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return _token_user(token.strip(), self._service_account())
+        return _token_user(token.strip(), self._service_account(), self._legacy_secret_holds)
+
+    def _legacy_secret_holds(self, namespace: str, name: str, token: str) -> bool:
+        """The legacy authenticator's lookup: the token Secret still exists and holds this token."""
+        lookup = getattr(self._view, "kubernetes_secrets", None)
+        for item in lookup() if lookup else []:
+            metadata = item.get("metadata") or {}
+            if (metadata.get("namespace"), metadata.get("name")) == (namespace, name):
+                data = (item.get("data") or {}).get("token", "")
+                return base64.b64decode(data).decode("ascii", "replace") == token
+        return False
 
     def _service_account(self) -> dict | None:
         lookup = getattr(self._view, "apiserver_service_account", None)
@@ -589,6 +599,8 @@ class KubeAPIServer:
         path = request.path
         node_match = re.fullmatch(r"/api/v1/nodes(?:/([^/]+))?", path)
         known = path in _PUBLIC_PATHS or node_match is not None
+        if path == "/api/v1/secrets":
+            return self._secrets(request, user)
         token_match = _TOKEN_REQUEST_PATH.fullmatch(path)
         if token_match is not None:
             return self._token_request(request, user, *(urllib.parse.unquote(part) for part in token_match.groups()))
@@ -612,6 +624,25 @@ class KubeAPIServer:
             return _status_response(405, "watch is not supported by the simulated API server")
         name = urllib.parse.unquote(node_match.group(1)) if node_match.group(1) else None
         return self._nodes(request, name)
+
+    def _secrets(self, request: _Request, user: _User) -> _Response:
+        """GET /api/v1/secrets (all namespaces), fieldSelector `type=`: the Secrets of the view's optional
+        ``kubernetes_secrets()`` (a list of Secret objects as dicts), admin only."""
+        if not user.is_admin:
+            return _status_response(403, 'secrets is forbidden: User %s cannot list resource "secrets" in API group "" at the '
+                                    'cluster scope' % json.dumps(user.name), details={"kind": "secrets"})
+        if request.method not in ("GET", "HEAD"):
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        wanted = None
+        for requirement in _split_requirements(_query_value(request.query, "fieldSelector") or ""):
+            match = re.fullmatch(r"type\s*==?\s*(.*)", requirement)
+            if not match:
+                return _status_response(400, "field label not supported: %s" % requirement.split("=")[0])
+            wanted = match.group(1)
+        lookup = getattr(self._view, "kubernetes_secrets", None)
+        items = [item for item in (lookup() if lookup else []) if wanted is None or item.get("type") == wanted]
+        return _json_response({"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                               "items": items})
 
     def _token_request(self, request: _Request, user: _User, namespace: str, name: str) -> _Response:
         """TokenRequest (POST .../serviceaccounts/{name}/token): a JWT signed with the signing key."""
@@ -1473,8 +1504,12 @@ def _verify_signature(public_key, algorithm: str, signing_input: bytes, signatur
     return True
 
 
-def _token_user(token: str, material: dict | None) -> _User | None:
-    """kube-apiserver's service-account token authenticator: any verification key, issuer, audience, lifetime."""
+LEGACY_ISSUER = "kubernetes/serviceaccount"
+
+
+def _token_user(token: str, material: dict | None, legacy_secret_holds=None) -> _User | None:
+    """kube-apiserver's service-account token authenticators: any verification key, then either a bound token (issuer,
+    audience, lifetime) or a legacy Secret-based one (issuer kubernetes/serviceaccount, its Secret still holding it)."""
     if not material:
         return None
     parts = token.split(".")
@@ -1492,6 +1527,14 @@ def _token_user(token: str, material: dict | None) -> _User | None:
     keys = [serialization.load_pem_public_key(pem) for pem in material.get("verification_key_pems") or ()]
     if not any(_verify_signature(key, header["alg"], signing_input, signature) for key in keys):
         return None
+    if claims.get("iss") == LEGACY_ISSUER:
+        namespace = claims.get("kubernetes.io/serviceaccount/namespace")
+        secret = claims.get("kubernetes.io/serviceaccount/secret.name")
+        account = claims.get("kubernetes.io/serviceaccount/service-account.name")
+        if not (namespace and secret and account and legacy_secret_holds and legacy_secret_holds(namespace, secret, token)):
+            return None
+        return _User(name="system:serviceaccount:%s:%s" % (namespace, account),
+                     groups=("system:serviceaccounts", "system:serviceaccounts:%s" % namespace, "system:authenticated"))
     if claims.get("iss") not in material["issuers"]:
         return None
     audiences = claims.get("aud")
@@ -1512,6 +1555,21 @@ def _token_user(token: str, material: dict | None) -> _User | None:
     namespace = match.group(1)
     return _User(name=subject, groups=("system:serviceaccounts", "system:serviceaccounts:%s" % namespace,
                                        "system:authenticated"))
+
+
+def legacy_token_secret(signing_key_pem: bytes, namespace: str, name: str, service_account: str = "default") -> dict:
+    """A Secret of type kubernetes.io/service-account-token as the legacy token controller wrote them: a JWT without
+    expiry, issuer kubernetes/serviceaccount, signed with the service-account key."""
+    claims = {"iss": LEGACY_ISSUER, "kubernetes.io/serviceaccount/namespace": namespace,
+              "kubernetes.io/serviceaccount/secret.name": name,
+              "kubernetes.io/serviceaccount/service-account.name": service_account,
+              "kubernetes.io/serviceaccount/service-account.uid": _service_account_uid(namespace, service_account),
+              "sub": "system:serviceaccount:%s:%s" % (namespace, service_account)}
+    token = sign_service_account_token(signing_key_pem, claims)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": name, "namespace": namespace,
+                         "annotations": {"kubernetes.io/service-account.name": service_account}},
+            "data": {"token": base64.b64encode(token.encode()).decode(), "namespace": base64.b64encode(namespace.encode()).decode()}}
 
 
 def _service_account_uid(namespace: str, name: str) -> str:
