@@ -29,7 +29,7 @@ ARGUMENT_SPEC = _files.with_encryption({
     "api_servers": {"type": "list", "elements": "str"},
     "path": {"type": "path"},
     "state": {"type": "str", "default": "issued", "choices": ["issued", "authenticated", "refused", "legacy_report"]},
-    "key_fingerprints": {"type": "list", "elements": "str", "default": []},
+    "key_fingerprints": {"type": "list", "elements": "str", "default": [], "no_log": False},  # public fingerprints
     "namespace": {"type": "str", "default": "default"},
     "service_account": {"type": "str", "default": "default"},
     "expiration_seconds": {"type": "int", "default": 86400},
