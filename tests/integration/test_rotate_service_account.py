@@ -205,7 +205,7 @@ def test_playbook_rotates_the_service_account_key(make_sim_cluster, tmp_path):
     assert "Dry run summary" in check.output
     assert "1 legacy service-account token Secret(s)" in check.output and "kube-system/legacy-ci-token" in check.output
 
-    real = run_playbook(cluster, rotation_dir, "-v", extra_vars=variables)
+    real = run_playbook(cluster, rotation_dir, "-vvv", extra_vars=variables)
     assert real.returncode == 0, real.output[-3000:]
     after = sa_state(cluster)
     rotation = load_rotation(os.path.join(rotation_dir, "service_account"))
@@ -261,3 +261,12 @@ def test_remove_as_a_later_job_and_v1_13_refused(make_sim_cluster, tmp_path):
     assert refused.returncode != 0
     assert "Talos v1.13 or older" in refused.output and "Upgrade them to Talos v1.14+" in refused.output
     assert configs(old) == untouched
+
+
+def test_a_negative_wait_is_refused_before_any_change(make_sim_cluster, tmp_path):
+    cluster = make_sim_cluster(controlplanes=1, workers=0, talos_version="v1.15.0")
+    untouched = configs(cluster)
+    refused = run_playbook(cluster, str(tmp_path / "rotation"),
+                           extra_vars=dict(SA_ONLY, rotate_ca_service_account_remove_wait=-5))
+    assert refused.returncode != 0 and "rotate_ca_service_account_remove_wait is -5" in refused.output
+    assert configs(cluster) == untouched and not os.path.exists(tmp_path / "rotation" / "service_account")
