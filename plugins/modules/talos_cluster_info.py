@@ -153,8 +153,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 nodes:
-  description: Per node address - C(hostname) (when known, from Version or else the member that lists the address), C(talos_version), C(machine_type), C(kubernetes_ca_location),
-    C(aggregator_ca_location) and C(service_account_location) (the v1.14+ document, the legacy v1alpha1 field, or V(null)); on control planes
+  description: Per node address - C(hostname) (when known, from Version or else the member that lists the address),
+    C(talos_version), C(machine_type), C(kubernetes_ca_location), C(aggregator_ca_location) and C(service_account_location)
+    (the v1.14+ document, the legacy v1alpha1 field, or V(null)); on control planes
     with a C(KubeAggregatorCAConfig) document C(aggregator) (C(issuing_ca), C(issuing_ca_crt), C(accepted_cas)); C(cluster_name),
     C(cluster_id) (a digest of the config's cluster id, not the id itself), and for C(talos)
     and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA

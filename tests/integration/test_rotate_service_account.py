@@ -259,7 +259,9 @@ def test_remove_as_a_later_job_and_v1_13_refused(make_sim_cluster, tmp_path):
     untouched = configs(old)
     refused = run_playbook(old, str(tmp_path / "old-rotation"), extra_vars=SA_ONLY)
     assert refused.returncode != 0
-    assert "Talos v1.13 or older" in refused.output and "Upgrade them to Talos v1.14+" in refused.output
+    # The role's shape check (kube_documents.yml) refuses it first, naming the node, its address and Talos version.
+    assert "has its service-account key in cluster.serviceAccount, not in a KubeServiceAccountConfig document" in refused.output
+    assert "Talos v1.13.4" in refused.output and "Upgrade those nodes to Talos v1.14 or later" in refused.output
     assert configs(old) == untouched
 
 

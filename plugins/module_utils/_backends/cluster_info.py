@@ -383,6 +383,8 @@ def _check(cluster, params, rotations, label=str):
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
                                 "directory belongs to another cluster or rotation." % (label(node), kind, rotation.path))
     for kind, rotation in rotations.items():  # one per rotation_dirs kind; None before this directory's rotation exists
+        if kind == SERVICE_ACCOUNT:
+            continue  # keys carry no rotation marker: _service_account_problems tells another rotation's key apart
         problems.extend(_other_rotations(kind, nodes, cluster.get("markers", {}), rotation, params["remove_stray_cas"]))
     problems.extend(_missing_progress(params, nodes, rotations, label))
     problems.extend(_members_left_out(cluster["members"], params))
@@ -640,7 +642,7 @@ def _check_required_progress_spec(params):
     for kind, minimum in params["require_progress"].items():
         if kind not in KINDS + (SERVICE_ACCOUNT,) or minimum not in _rotation.PROGRESS:
             raise TalosPKIError("require_progress maps a CA kind (%s) to the progress every node must have reached (%s); got %s: %s."
-                                % (", ".join(KINDS), ", ".join(_rotation.PROGRESS), kind, minimum))
+                                % (", ".join(KINDS + (SERVICE_ACCOUNT,)), ", ".join(_rotation.PROGRESS), kind, minimum))
 
 
 def _missing_progress(params, nodes, rotations, label=str):

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation, _rotation_store
