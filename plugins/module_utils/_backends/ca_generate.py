@@ -127,17 +127,23 @@ def _run_service_account(params, check_mode):
     rotation = _rotation_store.load(params["path"], kind=_pki.KIND_SERVICE_ACCOUNT)
     result = {"changed": False, "throwaway": False, "archived": None}
     if rotation is not None and params["start_new"]:
-        current = params["previous_ca"]
-        if not current or _pki.public_key_fingerprint(current.encode(), "previous_ca") != rotation.ca_fingerprint:
-            raise RotationStateError("start_new was asked but the service-account key rotation in %s has not completed: the "
-                                     "control planes do not sign with its new key %s yet. Finish that rotation first (run again "
-                                     "without start_new)." % (rotation.path, rotation.ca_fingerprint[:16]))
-        if check_mode:
-            result["archived"] = rotation.path + ".archived-<time>"
+        # As for the CAs: only a rotation recorded as completed is archived; one in progress is resumed, with a warning.
+        if not rotation.completed:
+            result["warnings"] = [_resuming_warning(rotation)]
         else:
-            rotation.record("rotation_archived", ca_fingerprint=rotation.ca_fingerprint)
-            result["archived"] = _rotation_store.archive(rotation.path)
-        rotation = None
+            current = params["previous_ca"]
+            if not current or _previous_public_key(current) != rotation.ca_fingerprint:
+                raise RotationStateError(
+                    "start_new was asked and the service-account key rotation in %s completed (%s), but the control planes "
+                    "no longer sign with its new key %s: another rotation changed the cluster since. Finish that one from its "
+                    "own rotation directory, or point the rotation directory at it; nothing was changed." % (
+                        rotation.path, rotation.completed, rotation.ca_fingerprint[:16]))
+            if check_mode:
+                result["archived"] = rotation.path + ".archived-<time>"
+            else:
+                rotation.record("rotation_archived", ca_fingerprint=rotation.ca_fingerprint)
+                result["archived"] = _rotation_store.archive(rotation.path)
+            rotation = None
     if rotation is None:
         if not params["create"]:
             raise RotationStateError("no service-account key rotation in %s and create=false: the key this step expects is "
@@ -146,8 +152,7 @@ def _run_service_account(params, check_mode):
         if not params["previous_ca"]:
             raise RotationStateError("previous_ca is required to start a service-account key rotation: give the current "
                                      "signing key's public key (PEM), e.g. from talos_cluster_info's service_account.")
-        previous = params["previous_ca"].strip()
-        previous = previous.encode() if previous.startswith("-----BEGIN") else _pki.public_key_from_hex(previous, "previous_ca")
+        previous = _previous_public_pem(params["previous_ca"])
         key = _pki.generate_service_account_key(params["algorithm"])
         path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
         rotation = _rotation_store.create_service_account(path, previous, key)
@@ -161,7 +166,21 @@ def _run_service_account(params, check_mode):
         result["changed"] |= result["secrets_file"]["changed"]
         if result["secrets_file"]["changed"] and not check_mode:
             rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
+    if params.get("complete"):  # the control planes sign with the new key alone, the old one is refused
+        result["completion"] = _complete(rotation, check_mode)
+        result["changed"] |= result["completion"]["changed"]
+        result["completed"] = rotation.completed
     return result
+
+
+def _previous_public_pem(text):
+    """previous_ca of kind=service_account: a PEM key (public, or private for its public part) or the hex of the PKIX DER."""
+    text = text.strip()
+    return text.encode() if text.startswith("-----BEGIN") else _pki.public_key_from_hex(text, "previous_ca")
+
+
+def _previous_public_key(text):
+    return _pki.public_key_fingerprint(_previous_public_pem(text), "previous_ca")
 
 
 def _update_secrets_service_account(path, rotation, key, check_mode):
