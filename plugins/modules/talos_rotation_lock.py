@@ -59,7 +59,7 @@ author:
 EXAMPLES = r"""
 - name: Hold the rotation directory for this run
   talosops.pki.talos_rotation_lock:
-    path: ~/.talos/rotation/prod
+    path: /var/lib/talos-rotation
   run_once: true
 """
 
