@@ -13,6 +13,7 @@ the process ends) are not used, so a task stopped in the middle of a slow call l
 
 from __future__ import annotations
 
+import base64
 import ssl
 import traceback
 from typing import NamedTuple
@@ -45,6 +46,7 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 # Talos' kube-apiserver: --requestheader-username-headers=X-Remote-User, --requestheader-allowed-names=front-proxy-client.
 REQUESTHEADER_USERNAME_HEADER = "X-Remote-User"
 FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
+SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 
 
 class NodeStatus(NamedTuple):
@@ -84,11 +86,13 @@ def ensure_kubernetes():
 class KubeAPI:
     """`with KubeAPI(credentials, server=..., server_ca=...) as api:` one API server, one client identity."""
 
-    def __init__(self, credentials, server=None, server_ca=None, request_timeout=10.0):
+    def __init__(self, credentials, server=None, server_ca=None, request_timeout=10.0, token=None):
+        """With `token`, requests carry that bearer token (a service-account token) instead of the client certificate."""
         ensure_kubernetes()
         self.server = server_url(server or credentials.server)
         self.request_timeout = request_timeout
         self._credentials = credentials
+        self._token = token
         self._server_ca = server_ca if server_ca is not None else credentials.ca
         if not self._server_ca:
             raise ConfigError("no CA to verify the API server %s with: the kubeconfig has no certificate-authority-data and no "
@@ -103,12 +107,17 @@ class KubeAPI:
         except (ssl.SSLError, ValueError) as exc:  # ValueError: not ASCII, or no certificate in it
             raise ConfigError("the CA to verify the API server %s with is not PEM certificate data (%s): give the kubeconfig's "
                               "certificate-authority-data or a server CA bundle in PEM." % (self.server, _ssl_reason(exc))) from None
-        try:
-            _files.load_cert_chain(context, self._credentials.crt, self._credentials.key)
-        except ssl.SSLError as exc:
-            raise ConfigError("the kubeconfig's client certificate and key cannot be used together (%s): take both from the "
-                              "same kubeconfig user." % _ssl_reason(exc)) from None
         configuration = kubernetes.client.Configuration()
+        if self._token is not None:
+            # A bearer token is a header on each request, never a file; no client certificate is presented with it.
+            configuration.api_key = {"authorization": self._token}
+            configuration.api_key_prefix = {"authorization": "Bearer"}
+        else:
+            try:
+                _files.load_cert_chain(context, self._credentials.crt, self._credentials.key)
+            except ssl.SSLError as exc:
+                raise ConfigError("the kubeconfig's client certificate and key cannot be used together (%s): take both from "
+                                  "the same kubeconfig user." % _ssl_reason(exc)) from None
         configuration.host = self.server
         configuration.verify_ssl = True
         if self._credentials.tls_server_name:
@@ -136,6 +145,38 @@ class KubeAPI:
         def call():
             listing = CoreV1Api(self._api).list_node(_request_timeout=self._timeout())
             return [_node_status(node) for node in listing.items or []]
+        return self._outcome(call)
+
+    def core_resources(self):
+        """GET /api/v1 (discovery, which every authenticated identity may read): proves who the server authenticates."""
+        def call():
+            CoreV1Api(self._api).get_api_resources(_request_timeout=self._timeout())
+        return self._outcome(call)
+
+    def service_account_token_secrets(self):
+        """Outcome whose value lists the legacy token Secrets (type kubernetes.io/service-account-token) as (namespace,
+        name, service account, token) on OK. The token is for the caller to inspect, never to return."""
+        def call():
+            listing = CoreV1Api(self._api).list_secret_for_all_namespaces(
+                field_selector="type=%s" % SERVICE_ACCOUNT_TOKEN_TYPE, _request_timeout=self._timeout())
+            found = []
+            for item in listing.items or []:
+                annotations = item.metadata.annotations or {}
+                token = base64.b64decode((item.data or {}).get("token") or "").decode("ascii", "replace")
+                found.append((item.metadata.namespace, item.metadata.name,
+                              annotations.get("kubernetes.io/service-account.name"), token))
+            return found
+        return self._outcome(call)
+
+    def token_request(self, namespace, name, expiration_seconds):
+        """TokenRequest for a service account: Outcome whose value is (token, expiration timestamp) on OK."""
+        def call():
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": int(expiration_seconds)}}
+            answer = CoreV1Api(self._api).create_namespaced_service_account_token(
+                name, namespace, body, _request_timeout=self._timeout())
+            expires = answer.status.expiration_timestamp
+            return answer.status.token, expires.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(expires, "strftime") else str(expires)
         return self._outcome(call)
 
     def read_workload(self, kind, namespace, name):

@@ -37,6 +37,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import Config
 KIND_TALOS = "talos"
 KIND_KUBERNETES = "kubernetes"
 KIND_AGGREGATOR = "aggregator"
+KIND_SERVICE_ACCOUNT = "service_account"
 
 MACHINE_TYPES = ("init", "controlplane", "worker")
 LOCATION_CLUSTER_CA = "cluster.ca"
@@ -60,6 +61,13 @@ class CAFields(NamedTuple):
 
     issuing_crt: bytes | None
     issuing_key: bytes | None
+    accepted: tuple[bytes, ...]
+
+
+class ServiceAccountFields(NamedTuple):
+    """The service-account keys of a v1.14+ control plane: the signing key (PEM) and the accepted public keys (PEM)."""
+
+    signing_key: bytes | None
     accepted: tuple[bytes, ...]
 
 
@@ -130,6 +138,15 @@ def private_key_identity(pem, what):
         raise ConfigError("%s must be exactly one private key PEM block (found: %s): give the CA's private key."
                           % (what, ", ".join(block.label for block in blocks)))
     return blocks[0]
+
+
+def public_key_der(pem, what):
+    """DER of the single public key in `pem` (a PKIX `PUBLIC KEY` block, as --service-account-key-file reads)."""
+    blocks = pem_blocks(pem, what)
+    if len(blocks) != 1 or blocks[0].label != "PUBLIC KEY":
+        raise ConfigError("%s must be exactly one PUBLIC KEY PEM block (found: %s): give the public key, never the "
+                          "private one." % (what, ", ".join(block.label for block in blocks)))
+    return blocks[0].der
 
 
 def decode_base64_pem(value, what):
@@ -735,17 +752,6 @@ class MachineConfig:
         return None
 
     @property
-    def service_account_location(self):
-        """Where the service-account key lives: `KubeServiceAccountConfig` (v1.14+, with accepted keys),
-        `cluster.serviceAccount` (legacy, no accepted list), or None (a worker, or a config without one)."""
-        if self._documents_of_kind(LOCATION_SERVICE_ACCOUNT_CONFIG):
-            return LOCATION_SERVICE_ACCOUNT_CONFIG
-        cluster = self._yaml.mapping_at(self._v1alpha1(), ("cluster",))
-        if cluster is not None and self._present(cluster, "serviceAccount", "cluster"):
-            return LOCATION_LEGACY_SERVICE_ACCOUNT
-        return None
-
-    @property
     def virtual_ips(self):
         """Shared virtual IPs the config declares: machine.network.interfaces[].vip.ip (and their vlans[]), and the
         names of Layer2VIPConfig / HCloudVIPConfig documents. Read leniently: an odd shape declares nothing."""
@@ -759,6 +765,28 @@ class MachineConfig:
             if _is_scalar(kind) and kind.value in VIP_DOCUMENT_KINDS:
                 found.append(_child(document, "name"))
         return tuple(dict.fromkeys(node.value.strip() for node in found if _is_scalar(node) and node.value.strip()))
+
+    # -- service-account keys (v1.14+) -------------------------------------------------------
+
+    @property
+    def service_account_location(self):
+        """`KubeServiceAccountConfig` (v1.14+), `cluster.serviceAccount` (older: no accepted list), or None (workers)."""
+        if _ServiceAccountDocument(self).document() is not None:
+            return LOCATION_SERVICE_ACCOUNT_CONFIG
+        cluster = self._yaml.mapping_at(self._v1alpha1(), ("cluster",))
+        if cluster is not None and self._present(cluster, "serviceAccount", "cluster"):
+            return LOCATION_LEGACY_SERVICE_ACCOUNT
+        return None
+
+    def get_service_account(self):
+        """ServiceAccountFields of the KubeServiceAccountConfig document, None without one."""
+        return _ServiceAccountDocument(self).get()
+
+    def set_service_account(self, signing_key, accepted):
+        """Bring issuer.privateKey and accepted.publicKeys to exactly this state; True when the text changed.
+
+        Keys compare by DER (and label), so PEM whitespace differences write nothing."""
+        return _ServiceAccountDocument(self).set(signing_key, accepted)
 
     # -- CA fields -----------------------------------------------------------------------
 
@@ -1034,6 +1062,124 @@ class MachineConfig:
             if key:
                 found["service_account"] = CAFields(None, key, ())
         return {name: fields for name, fields in found.items() if fields.issuing_crt or fields.issuing_key or fields.accepted}
+
+
+class _ServiceAccountDocument:
+    """KubeServiceAccountConfig (Talos v1.14+, control planes only): `issuer.privateKey` and `accepted.publicKeys`,
+    raw PEM. Edits touch only those two entries; issuerURL, accepted issuers and audiences stay as written."""
+
+    _where = LOCATION_SERVICE_ACCOUNT_CONFIG
+
+    def __init__(self, config):
+        self._config = config
+        self._yaml = config._yaml  # pylint: disable=protected-access
+        self.source = config.source
+
+    def document(self):
+        found = [doc for doc in self._yaml.documents if _is_mapping(doc) and _is_scalar(_child(doc, "kind"))
+                 and _child(doc, "kind").value == LOCATION_SERVICE_ACCOUNT_CONFIG]
+        if len(found) > 1:
+            raise ConfigError("%s has %d %s documents: Talos accepts one; keep only one."
+                              % (self.source, len(found), LOCATION_SERVICE_ACCOUNT_CONFIG))
+        return found[0] if found else None
+
+    def get(self):
+        document = self.document()
+        if document is None:
+            return None
+        issuer = self._yaml.mapping_at(document, ("issuer",), self._where)
+        key = None
+        if issuer is not None:
+            entry = self._yaml.entry(issuer, "privateKey", self._where + " issuer")
+            if entry is not None and not _is_empty(entry[1]):
+                value = self._yaml.scalar_value(entry[1], self._where + " issuer.privateKey")
+                key = value.encode("utf-8")
+                private_key_identity(key, "%s: %s issuer.privateKey" % (self.source, self._where))
+        return ServiceAccountFields(key, self._read_accepted(document))
+
+    def _read_accepted(self, document):
+        accepted = self._yaml.mapping_at(document, ("accepted",), self._where)
+        if accepted is None:
+            return ()
+        where = self._where + " accepted.publicKeys"
+        found = self._yaml.entry(accepted, "publicKeys", self._where + " accepted")
+        if found is None or _is_empty(found[1]):
+            return ()
+        if not _is_sequence(found[1]):
+            raise ConfigError("%s: %s must be a list of PEM public keys: restore the structure Talos documents."
+                              % (self.source, where))
+        pems = []
+        for index, item in enumerate(found[1].value):
+            pem = self._yaml.scalar_value(item, "%s[%d]" % (where, index)).encode("utf-8")
+            public_key_der(pem, "%s: %s[%d]" % (self.source, where, index))
+            pems.append(pem)
+        return tuple(pems)
+
+    @staticmethod
+    def identity(fields):
+        return (private_key_identity(fields.signing_key, "signing key") if fields.signing_key else None,
+                tuple(public_key_der(pem, "accepted public key") for pem in fields.accepted))
+
+    def set(self, signing_key, accepted):
+        document = self.document()
+        if document is None:
+            raise ConfigError("%s has no %s document: the service-account key can only be rotated gracefully on Talos "
+                              "v1.14+ control planes; upgrade the node first." % (self.source, self._where))
+        if not signing_key:
+            raise ConfigError("%s: a control plane needs the service-account signing key in %s issuer.privateKey "
+                              "(without it kube-apiserver stops)." % (self.source, self._where))
+        signing_key = _to_bytes(signing_key)
+        accepted = tuple(_to_bytes(pem) for pem in accepted)
+        wanted = self.identity(ServiceAccountFields(signing_key, accepted))
+        current = self.identity(self.get())
+        if current == wanted:
+            return False
+        original = self._yaml.text
+        try:
+            if current[0] != wanted[0]:
+                issuer = self._yaml.mapping_at(document, ("issuer",), self._where)
+                if issuer is None or issuer.flow_style:
+                    raise ConfigError("%s: %s has no block-style `issuer` mapping to hold the key: restore the structure "
+                                      "talosctl generates." % (self.source, self._where))
+                self._yaml.set_scalar_entry(issuer, "privateKey", Literal(signing_key.decode("ascii")), (),
+                                            self._where + " issuer", at_start=True)
+            if current[1] != wanted[1]:
+                self._write_accepted(accepted)
+            if self.identity(self.get()) != wanted:
+                raise ConfigError("%s: the edit of %s did not read back as intended; nothing was changed. Please report "
+                                  "this with the config's layout (without its keys)." % (self.source, self._where))
+        except BaseException:
+            self._yaml.reload(original)
+            raise
+        return self._yaml.text != original
+
+    def _write_accepted(self, accepted):
+        document = self.document()
+        items = [Literal(pem.decode("ascii")) for pem in accepted]
+        found = self._yaml.entry(document, "accepted", self._where)
+        if found is None or _is_empty(found[1]):
+            if not items:
+                return
+            value = {"publicKeys": items}
+            if found is not None:
+                self._yaml.replace_entry(found[0], found[1], value, self._where + " accepted")
+            else:
+                self._yaml.insert_entry(document, "accepted", value, ("issuer",), self._where)
+            return
+        mapping = self._yaml.mapping_at(document, ("accepted",), self._where)
+        if mapping.flow_style:
+            raise ConfigError("%s: %s accepted is written in flow style ({...}): rewrite it in block style."
+                              % (self.source, self._where))
+        keys = [key.value for key, _value in mapping.value if _is_scalar(key)]
+        if not items:
+            if keys == ["publicKeys"]:
+                self._yaml.remove_entry(found[0], found[1], self._where + " accepted")
+            else:
+                entry = self._yaml.entry(mapping, "publicKeys", self._where + " accepted")
+                if entry is not None:
+                    self._yaml.remove_entry(entry[0], entry[1], self._where + " accepted.publicKeys")
+            return
+        self._yaml.set_block_entry(mapping, "publicKeys", items, (), self._where + " accepted", at_start=True)
 
 
 def _identity(fields):

@@ -61,6 +61,11 @@ DEFAULT_ALGORITHM = {
     KIND_AGGREGATOR: "ecdsa-p256",
 }
 
+# Service-account signing keys: what kube-apiserver signs tokens with (RS256 or ES256).
+KIND_SERVICE_ACCOUNT = "service_account"
+SERVICE_ACCOUNT_ALGORITHMS = ("rsa-4096", "rsa-3072", "rsa-2048", "ecdsa-p256")
+DEFAULT_SERVICE_ACCOUNT_ALGORITHM = "rsa-4096"
+
 CA_VALIDITY_HOURS = 87600
 CLIENT_VALIDITY_HOURS = 8760
 SERVER_VALIDITY_HOURS = 24
@@ -730,6 +735,49 @@ def _generate_private_key(algorithm):
         if bits >= MIN_RSA_BITS:
             return rsa.generate_private_key(public_exponent=65537, key_size=bits)
     raise UnsupportedKeyError("unknown key algorithm %r: use one of %s" % (algorithm, ", ".join(ALGORITHMS)))
+
+
+def generate_service_account_key(algorithm=None):
+    """A new service-account signing key (PEM, under the label Talos writes): RSA-4096 as Talos generates for current
+    config contracts (tokens signed RS256), or ECDSA P-256 (ES256). kube-apiserver signs with no other kind."""
+    ensure_cryptography()
+    algorithm = algorithm or DEFAULT_SERVICE_ACCOUNT_ALGORITHM
+    if algorithm not in SERVICE_ACCOUNT_ALGORITHMS:
+        raise UnsupportedKeyError("unknown service-account key algorithm %r: use one of %s (Talos default %s)"
+                                  % (algorithm, ", ".join(SERVICE_ACCOUNT_ALGORITHMS), DEFAULT_SERVICE_ACCOUNT_ALGORITHM))
+    return dump_private_key(_generate_private_key(algorithm))
+
+
+def public_key_pem(key_or_pem, what="key"):
+    """The PKIX `PUBLIC KEY` PEM of a private key, public key or certificate (what accepted.publicKeys holds)."""
+    ensure_cryptography()
+    return _public_key_of(key_or_pem, what).public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_hex(key_or_pem, what="key"):
+    """The public key's PKIX DER in hex: how task output carries a public key. Base64 (PEM) would repeat, line for line,
+    the base64 of the private key PEM it belongs to (an EC private key holds its public point), which secret sweeps flag."""
+    ensure_cryptography()
+    return _public_key_der(_public_key_of(key_or_pem, what)).hex()
+
+
+def public_key_from_hex(text, what="public key"):
+    """PEM of a public key given as the hex of its PKIX DER (public_key_hex)."""
+    ensure_cryptography()
+    try:
+        key = serialization.load_der_public_key(bytes.fromhex(text.strip()))
+    except ValueError:
+        raise NotPEMError("%s is neither PEM nor the hex of a public key's DER: give talos_cluster_info's "
+                          "service_account.public_key" % what) from None
+    return public_key_pem(key, what)
+
+
+def public_key_fingerprint(key_or_pem, what="key"):
+    """SHA-256 of the public key's PKIX DER as 64 lowercase hex characters: one key pair, one fingerprint, whether
+    given its private key or its public key (service-account keys have no certificate)."""
+    ensure_cryptography()
+    return hashlib.sha256(_public_key_der(_public_key_of(key_or_pem, what))).hexdigest()
 
 
 def _signature_hash(private_key):

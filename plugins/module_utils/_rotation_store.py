@@ -13,6 +13,10 @@ Layout of one CA rotation (one folder per CA kind, 0700; files 0600):
   <dir>/rotation.json     kind, fingerprints, creation time, completion time once completed (no key material)
   <dir>/audit.jsonl       one JSON line per CA operation: time, event, node, phase, fingerprints (no key material)
 
+A service-account key rotation has no certificates: sa.key (the new signing key), sa.pub (its
+public key) and previous-sa.pub (the public key being replaced) take the places of ca.key,
+ca.crt and previous-ca.crt; its fingerprints are those of the public keys' PKIX DER.
+
 The set is written into a sibling temp folder and renamed into place, so the directory
 either holds a whole rotation or none: a run killed mid-write leaves nothing half-made.
 """
@@ -39,13 +43,20 @@ PREVIOUS_CA_KEY = "previous-ca.key"
 STATE_FILE = "rotation.json"
 AUDIT_LOG = "audit.jsonl"
 FORMAT_VERSION = 1
+SA_KEY = "sa.key"
+SA_PUBLIC_KEY = "sa.pub"
+PREVIOUS_SA_PUBLIC_KEY = "previous-sa.pub"
+KIND_SERVICE_ACCOUNT = _pki.KIND_SERVICE_ACCOUNT
+# The files of a whole rotation, per kind: (new key, new public part, previous public part).
+_KIND_FILES = {KIND_SERVICE_ACCOUNT: (SA_KEY, SA_PUBLIC_KEY, PREVIOUS_SA_PUBLIC_KEY)}
+_CA_FILES = (CA_KEY, CA_CERT, PREVIOUS_CA_CERT)
 
 # What a rotation folder (rotate_ca_dir) holds: the lock, one rotation per CA kind, archived rotations, and the staging
 # folders of a rotation being written. A folder holding anything else is not one of this collection's.
 LOCK_FILE = "rotation.lock"
 # Held (shared flock) by every process of a run that can apply a configuration: see _backends/rotation_lock.RunGuard.
 APPLIERS_FILE = "rotation.appliers"
-ROTATION_KINDS = ("talos", "kubernetes", "aggregator")
+ROTATION_KINDS = ("talos", "kubernetes", "aggregator", KIND_SERVICE_ACCOUNT)
 ARCHIVED_SUFFIX = ".archived-"
 STAGING_SUFFIX = ".staging-"
 ROLLED_BACK_SUFFIX = ".rolled-back-"
@@ -127,6 +138,20 @@ class Rotation:
         _pki.check_key_pair(self.previous_ca_cert(), key, what="previous CA key for %s" % self.path)
         _files.atomic_write(self.file(PREVIOUS_CA_KEY), key)
 
+    def signing_key(self):
+        """The new service-account signing key (PEM), checked against the fingerprint recorded at creation."""
+        key = _files.read_bytes(self.file(SA_KEY), "rotation service-account key")
+        if _pki.public_key_fingerprint(key, "rotation service-account key") != self.ca_fingerprint:
+            raise RotationStateError("%s: %s does not match the fingerprint recorded in %s. The directory was altered: restore "
+                                     "it." % (self.path, SA_KEY, STATE_FILE))
+        return key
+
+    def public_key(self):
+        return _files.read_bytes(self.file(SA_PUBLIC_KEY), "rotation service-account public key")
+
+    def previous_public_key(self):
+        return _files.read_bytes(self.file(PREVIOUS_SA_PUBLIC_KEY), "previous service-account public key")
+
     def record(self, event, **fields):
         """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys);
         text in them is redacted all the same (an error a node sent may quote its config).
@@ -143,6 +168,19 @@ class Rotation:
 
     def facts(self):
         """Paths and public facts for task output: never key material."""
+        if self.kind == KIND_SERVICE_ACCOUNT:
+            return {
+                "path": self.path,
+                "kind": self.kind,
+                "key_path": self.file(SA_KEY),
+                "public_key_path": self.file(SA_PUBLIC_KEY),
+                "previous_public_key_path": self.file(PREVIOUS_SA_PUBLIC_KEY),
+                "ca_fingerprint": self.ca_fingerprint,
+                "previous_ca_fingerprint": self.previous_ca_fingerprint,
+                "created": self.state["created"],
+                "completed": self.completed,
+                "audit_log_path": self.file(AUDIT_LOG),
+            }
         return {
             "path": self.path,
             "kind": self.kind,
@@ -176,13 +214,18 @@ def load(path, kind=None):
         state = json.loads(_files.read_bytes(state_path, "rotation state"))
     except ValueError as exc:
         raise RotationStateError("%s is not valid JSON (%s): restore it from a backup or move the directory away." % (state_path, exc)) from exc
-    missing = [name for name in (CA_CERT, CA_KEY, PREVIOUS_CA_CERT) if not os.path.isfile(os.path.join(path, name))]
+    missing = [name for name in _KIND_FILES.get(state.get("kind"), _CA_FILES) if not os.path.isfile(os.path.join(path, name))]
     if missing or state.get("format") != FORMAT_VERSION:
         raise RotationStateError("rotation directory %s is incomplete or of an unknown format (missing: %s): restore it from a backup; "
                                  "if no node has seen its CA yet, move it away and start again." % (path, ", ".join(missing) or "none"))
     if kind is not None and state.get("kind") != kind:
         raise RotationStateError("%s holds a %s CA rotation, not a %s one: use a separate directory per CA kind." % (path, state.get("kind"), kind))
     rotation = Rotation(path, state)
+    if rotation.kind == KIND_SERVICE_ACCOUNT:
+        if _pki.public_key_fingerprint(rotation.public_key(), "rotation service-account public key") != rotation.ca_fingerprint:
+            raise RotationStateError("%s: %s does not match the fingerprint recorded in %s. The directory was altered: restore "
+                                     "it." % (path, SA_PUBLIC_KEY, STATE_FILE))
+        return rotation
     if _pki.fingerprint(_files.read_bytes(rotation.file(CA_CERT), "rotation CA certificate")) != rotation.ca_fingerprint:
         raise RotationStateError("%s: ca.crt does not match the fingerprint recorded in %s. The directory was altered: restore it." % (path, STATE_FILE))
     return rotation
@@ -226,6 +269,23 @@ def check_rotation_folder(path):
 
 def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
     """Persist a new rotation atomically: keys and certificates land together, 0600, before anyone uses them."""
+    files = [(CA_KEY, new_ca.key), (CA_CERT, new_ca.crt), (PREVIOUS_CA_CERT, previous_ca_crt)]
+    if previous_ca_key:
+        files.append((PREVIOUS_CA_KEY, previous_ca_key))
+    marker = _pki.rotation_marker(new_ca.crt)
+    return _create(path, kind, _pki.fingerprint(new_ca.crt), _pki.fingerprint(previous_ca_crt), files,
+                   rotation_id=marker["id"] if marker else None)
+
+
+def create_service_account(path, previous_public_key, new_key):
+    """Persist a new service-account key rotation atomically (sa.key 0600, encrypted like a CA key) before any node sees it."""
+    public = _pki.public_key_pem(new_key, "new service-account key")
+    previous = _pki.public_key_pem(previous_public_key, "previous service-account public key")
+    return _create(path, KIND_SERVICE_ACCOUNT, _pki.public_key_fingerprint(public), _pki.public_key_fingerprint(previous),
+                   ((SA_KEY, new_key), (SA_PUBLIC_KEY, public), (PREVIOUS_SA_PUBLIC_KEY, previous)))
+
+
+def _create(path, kind, fingerprint, previous_fingerprint, files, rotation_id=None):
     if load(path) is not None:
         raise RotationStateError("%s already holds a rotation: resume it, or archive it to start a new one." % path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -233,21 +293,17 @@ def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
     state = {
         "format": FORMAT_VERSION,
         "kind": kind,
-        "ca_fingerprint": _pki.fingerprint(new_ca.crt),
-        "previous_ca_fingerprint": _pki.fingerprint(previous_ca_crt),
+        "ca_fingerprint": fingerprint,
+        "previous_ca_fingerprint": previous_fingerprint,
         "created": _now(),
     }
-    marker = _pki.rotation_marker(new_ca.crt)
-    if marker:
-        state["id"] = marker["id"]  # the rotation id the nodes show in the CA's rotation marker
+    if rotation_id:
+        state["id"] = rotation_id  # the rotation id the nodes show in the CA's rotation marker
     staging = tempfile.mkdtemp(prefix=".%s%s" % (os.path.basename(path), STAGING_SUFFIX), dir=parent)
     try:
         os.chmod(staging, _files.PRIVATE_DIR_MODE)
-        _files.atomic_write(os.path.join(staging, CA_KEY), new_ca.key)
-        _files.atomic_write(os.path.join(staging, CA_CERT), new_ca.crt)
-        _files.atomic_write(os.path.join(staging, PREVIOUS_CA_CERT), previous_ca_crt)
-        if previous_ca_key:
-            _files.atomic_write(os.path.join(staging, PREVIOUS_CA_KEY), previous_ca_key)
+        for name, data in files:  # the key first: nothing refers to a rotation whose key is not on disk
+            _files.atomic_write(os.path.join(staging, name), data)
         _files.atomic_write(os.path.join(staging, STATE_FILE), _state_bytes(state))
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory

@@ -311,6 +311,7 @@ def _context_value(context):
 _SECRETS_CA_NAMES = {KIND_TALOS: "os", KIND_KUBERNETES: "k8s", KIND_ETCD: "etcd", KIND_AGGREGATOR: "k8saggregator"}
 # Order in which talosctl writes certs (Go struct order), used to place a missing entry.
 _SECRETS_CERT_ORDER = ("etcd", "k8s", "k8saggregator", "k8sserviceaccount", "os")
+_SECRETS_SERVICE_ACCOUNT = "k8sserviceaccount"  # certs.k8sserviceaccount{key}: a key, no certificate
 
 
 class SecretsBundle:
@@ -378,6 +379,47 @@ class SecretsBundle:
                 certificate_ders(pem, what)
             values.append(pem)
         return values[0], values[1]
+
+    def get_service_account_key(self):
+        """The service-account signing key (PEM) of certs.k8sserviceaccount.key."""
+        where = "certs.%s.key" % _SECRETS_SERVICE_ACCOUNT
+        holder = self._yaml.mapping_at(self._certs(), (_SECRETS_SERVICE_ACCOUNT,), "certs")
+        found = self._yaml.entry(holder, "key", "certs." + _SECRETS_SERVICE_ACCOUNT) if holder is not None else None
+        what = "%s: %s" % (self.source, where)
+        if found is None or found[1].id != "scalar" or not found[1].value.strip():
+            raise ConfigError("%s is missing or empty: restore it from the bundle written by `talosctl gen secrets`." % what)
+        pem = decode_base64_pem(found[1].value, what)
+        private_key_identity(pem, what)
+        return pem
+
+    def set_service_account_key(self, key_pem):
+        """Replace certs.k8sserviceaccount.key (base64 PEM, the only field there); True when the text changed."""
+        key_pem = _as_bytes(key_pem)
+        wanted = private_key_identity(key_pem, "the new service-account key")
+        try:
+            current = private_key_identity(self.get_service_account_key(), "service-account key")
+        except ConfigError:
+            current = None
+        if current == wanted:
+            return False
+        original = self._yaml.text
+        where = "certs." + _SECRETS_SERVICE_ACCOUNT
+        try:
+            found = self._yaml.entry(self._certs(), _SECRETS_SERVICE_ACCOUNT, "certs")
+            if found is not None and found[1].id == "mapping" and not found[1].flow_style:
+                self._yaml.set_scalar_entry(found[1], "key", encode_base64_pem(key_pem), (), where, at_start=True)
+            elif found is not None:
+                self._yaml.replace_entry(found[0], found[1], {"key": encode_base64_pem(key_pem)}, where)
+            else:
+                before = _SECRETS_CERT_ORDER[:_SECRETS_CERT_ORDER.index(_SECRETS_SERVICE_ACCOUNT)][::-1]
+                self._yaml.insert_entry(self._certs(), _SECRETS_SERVICE_ACCOUNT, {"key": encode_base64_pem(key_pem)}, before, "certs")
+            if private_key_identity(self.get_service_account_key(), "service-account key") != wanted:
+                raise ConfigError("%s: the edit of %s did not read back as intended; nothing was changed. Please report this."
+                                  % (self.source, where))
+        except BaseException:
+            self._yaml.reload(original)
+            raise
+        return self._yaml.text != original
 
     def set_ca(self, kind, crt_pem, key_pem):
         """Replace certs.<kind> crt and key (base64 PEM); True when the text changed."""

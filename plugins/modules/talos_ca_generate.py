@@ -45,12 +45,16 @@ options:
       - The CA to generate.
       - V(aggregator) is the Kubernetes aggregator (front-proxy) CA (CN front-proxy, as Talos makes it); its secrets file
         entry is C(certs.k8saggregator).
+      - V(service_account) makes a service-account signing key instead (no certificate; the rotation
+        directory holds C(sa.key), C(sa.pub) and C(previous-sa.pub)); O(validity_hours) does not apply to it, and
+        O(talosconfig), O(previous_talosconfig) and O(return_key) are refused.
     type: str
     default: talos
-    choices: [talos, kubernetes, aggregator]
+    choices: [talos, kubernetes, aggregator, service_account]
   algorithm:
     description:
-      - Key algorithm. Defaults to what Talos uses for O(kind) - V(ed25519) for talos, V(ecdsa-p256) for kubernetes.
+      - Key algorithm. Defaults to what Talos uses for O(kind) - V(ed25519) for talos, V(ecdsa-p256) for kubernetes,
+        V(rsa-4096) for service_account (which takes RSA or V(ecdsa-p256) only - tokens are signed RS256 or ES256).
     type: str
     choices: [ed25519, ecdsa-p256, rsa-2048, rsa-3072, rsa-4096]
   validity_hours:
@@ -64,6 +68,8 @@ options:
   previous_ca:
     description:
       - PEM certificate of the CA being replaced (the cluster's current issuing CA). Needed to create a rotation.
+      - For O(kind=service_account), the public key of the current signing key - PEM, or the hex of its DER as
+        talos_cluster_info returns it in C(service_account.public_key); only its public part is kept.
     type: str
   create:
     description:
@@ -123,7 +129,8 @@ options:
         default: 8760
   secrets_file:
     description:
-      - A C(talosctl gen secrets) bundle whose CA of O(kind) (C(certs.os) or C(certs.k8s)) is set to the new CA. The previous
+      - A C(talosctl gen secrets) bundle whose CA of O(kind) (C(certs.os) or C(certs.k8s); C(certs.k8sserviceaccount.key)
+        for O(kind=service_account)) is set to the new CA. The previous
         file is kept as C(<secrets_file>.bak-<UTC time>). Refused when the bundle holds a CA of another cluster.
     type: path
   previous_talosconfig:
@@ -231,19 +238,19 @@ throwaway:
   type: bool
 ca_cert_path:
   description: Path of the new CA certificate.
-  returned: always
+  returned: unless O(kind=service_account)
   type: str
 ca_key_path:
   description: Path of the new CA key (0600).
-  returned: always
+  returned: unless O(kind=service_account)
   type: str
 previous_ca_cert_path:
   description: Path of the certificate of the CA being replaced.
-  returned: always
+  returned: unless O(kind=service_account)
   type: str
 previous_ca_key_kept:
   description: Whether the key of the CA being replaced is kept in O(path) (C(previous-ca.key)), as a rollback needs.
-  returned: always
+  returned: unless O(kind=service_account)
   type: bool
 rolled_back_to:
   description: Where the rotation folder was (or, in check mode, would be) moved by O(rolled_back=true).
@@ -282,12 +289,28 @@ completion:
   type: dict
 ca:
   description: Facts of the new CA - subject, issuer, fingerprint_sha256, not_before, not_after, is_ca, key_type, key usages.
-  returned: always
+  returned: unless O(kind=service_account)
   type: dict
 previous_ca:
   description: Facts of the CA being replaced, as for RV(ca).
-  returned: always
+  returned: unless O(kind=service_account)
   type: dict
+key_path:
+  description: Path of the new service-account signing key (0600).
+  returned: when O(kind=service_account)
+  type: str
+public_key_path:
+  description: Path of the new service-account public key.
+  returned: when O(kind=service_account)
+  type: str
+previous_public_key_path:
+  description: Path of the public key being replaced.
+  returned: when O(kind=service_account)
+  type: str
+algorithm:
+  description: Key type of the new service-account key (for example V(rsa-4096)).
+  returned: when O(kind=service_account)
+  type: str
 talosconfig:
   description: The talosconfig written or kept - C(path), C(context), C(changed).
   returned: when O(talosconfig) is set

@@ -55,6 +55,9 @@ options:
     description:
       - Rotation directories, by CA kind (C(talos), C(kubernetes)). Each node's progress in a rotation found there is
         reported; where none exists yet, every node must issue with the same CA as the endpoint, or the preflight fails.
+      - C(service_account) (a service-account key rotation) checks the control planes only - each must carry a
+        C(KubeServiceAccountConfig) document (Talos v1.14+; older shapes are refused with the upgrade hint) and sign with the
+        first control plane's key, or one side of the rotation in progress.
     type: dict
     default: {}
   concurrency:
@@ -75,7 +78,7 @@ options:
     default: 60.0
   require_progress:
     description:
-      - Maps a CA kind (V(talos), V(kubernetes)) to the progress every node must have reached in that kind's rotation
+      - Maps a CA kind (V(talos), V(kubernetes), V(service_account)) to the progress every node must have reached in that kind's rotation
         (V(pending), V(accepted), V(swapped), V(removed)), read from the nodes' live CA fields against O(rotation_dirs).
       - For phases run as separate jobs - a job that starts with the swap phase requires V(accepted), one that starts
         with the remove phase V(swapped) - so that a job never runs a phase whose predecessor has not happened on every node.
@@ -151,13 +154,21 @@ EXAMPLES = r"""
 RETURN = r"""
 nodes:
   description: Per node address - C(hostname) (when known, from Version or else the member that lists the address),
-    C(talos_version), C(machine_type), C(kubernetes_ca_location),
-    C(aggregator_ca_location) and C(service_account_location) (the v1.14+ document, the legacy v1alpha1 field, or V(null)); on control planes
+    C(talos_version), C(machine_type), C(kubernetes_ca_location), C(aggregator_ca_location) and C(service_account_location)
+    (the v1.14+ document, the legacy v1alpha1 field, or V(null)); on control planes
     with a C(KubeAggregatorCAConfig) document C(aggregator) (C(issuing_ca), C(issuing_ca_crt), C(accepted_cas)); C(cluster_name),
     C(cluster_id) (a digest of the config's cluster id, not the id itself), and for C(talos)
     and C(kubernetes) the C(issuing_ca) fingerprint (V(null) on a node without an issuing CA field, such as the Kubernetes CA
     of a v1.14+ worker), C(accepted_cas) fingerprints and, with O(rotation_dirs), C(progress); C(virtual_ips) its
-    configuration declares; with O(kubelet_health), C(kubelet) (C(running), C(healthy)).
+    configuration declares; with O(kubelet_health), C(kubelet) (C(running), C(healthy)); C(service_account) - C(location)
+    (V(KubeServiceAccountConfig), V(cluster.serviceAccount) or V(null) on workers), the signing key's public-key fingerprint
+    as C(issuing_ca), the accepted public keys' as C(accepted_cas) and, with a service_account rotation, C(progress).
+  returned: always
+  type: dict
+service_account:
+  description: The first control plane's service-account signing key - C(fingerprint) (SHA-256 of the public key's DER) and
+    C(public_key) (hex of the public key's DER - not base64, which would repeat lines of the private key's PEM; never the
+    private key). V(null) when it has no KubeServiceAccountConfig document.
   returned: always
   type: dict
 issuing_ca:

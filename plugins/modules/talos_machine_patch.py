@@ -62,9 +62,12 @@ options:
       - Which CA the rotation replaces - the Talos API CA, the Kubernetes API CA, or the aggregator (front-proxy) CA.
       - V(aggregator) edits the C(KubeAggregatorCAConfig) document (Talos v1.14+, control planes only); a node without it
         (C(cluster.aggregatorCA), no accepted list) is refused with the upgrade hint, never swapped.
+      - V(service_account) rotates the service-account signing key of a Talos v1.14+ control plane instead
+        (C(KubeServiceAccountConfig) C(issuer.privateKey) and C(accepted.publicKeys); fingerprints are those of the public
+        keys). Workers and v1.13-shape nodes (C(cluster.serviceAccount), no accepted list) are refused before any change.
     type: str
     default: talos
-    choices: [talos, kubernetes, aggregator]
+    choices: [talos, kubernetes, aggregator, service_account]
   rotation_dir:
     description:
       - Rotation directory written by M(talosops.pki.talos_ca_generate) for this CA; gives the previous and the new CA.

@@ -197,8 +197,8 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
         patched = sorted(request["path"].rsplit("/", 1)[1] for request in api.requests if request["method"] == "PATCH")
     assert patched == ["coredns", "kube-flannel", "kube-proxy"]
 
-    # Needs the v1.14+ config shape: run by test_the_aggregator_example_runs_on_a_v115_cluster.
-    example.used.add(("talos_kubernetes_verify", 2))
+    # Need the v1.14+ config shape: run by test_the_aggregator_example_runs_on_a_v115_cluster.
+    example.used.update({("talos_kubernetes_verify", 2), ("talos_service_account_token", 0), ("talos_service_account_token", 1)})
     assert example.unused() == [], "examples no scenario runs: %s" % example.unused()
 
 
@@ -218,10 +218,27 @@ def test_the_aggregator_example_runs_on_a_v115_cluster(make_sim_cluster, tmp_pat
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-6000:]
     example = Examples(cluster, str(tmp_path))
-    output = run_plays(cluster, home, [play("controlplane:worker", [dict(example("talos_kubernetes_verify", 2), register="proof"), {
-        "name": "setup | the old and the new front-proxy CA were both taken", "ansible.builtin.assert": {
-            "that": "proof.front_proxy is defined"}, "run_once": True}])], str(tmp_path / "aggregator.yml"))
+    # The service-account token examples reach the API with the admin kubeconfig a Kubernetes rotation leaves in
+    # ~/.talos/rotation/kubernetes: the aggregator flow's copy stands in for it.
+    os.makedirs(os.path.join(home, ".talos", "rotation", "kubernetes"), mode=0o700)
+    os.makedirs(os.path.join(home, ".talos", "rotation", "service_account"), mode=0o700)  # a rotation's folder holds the token
+    shutil.copy(os.path.join(home, ".talos", "rotation", "aggregator", "kubeconfig"),
+                os.path.join(home, ".talos", "rotation", "kubernetes", "kubeconfig"))
+    output = run_plays(cluster, home, [play("controlplane:worker", [
+        dict(example("talos_kubernetes_verify", 2), register="proof"), {
+            "name": "setup | the old and the new front-proxy CA were both taken", "ansible.builtin.assert": {
+                "that": "proof.front_proxy is defined"}, "run_once": True},
+        example("talos_service_account_token", 0),
+        # No service-account rotation removed the key that signed it: every API server still accepts the token, so
+        # the example's expectation (refused) must fail, naming that.
+        dict(example("talos_service_account_token", 1), register="refusal", ignore_errors=True),
+        {"name": "setup | a token that still works is not reported as refused", "ansible.builtin.assert": {
+            "that": "refusal is failed"}, "run_once": True}])], str(tmp_path / "aggregator.yml"))
     assert "failed=0" in output
+    token = os.path.join(home, ".talos", "rotation", "service_account", "previous-token")
+    assert os.stat(token).st_mode & 0o777 == 0o600
+    with open(token, encoding="utf-8") as handle:
+        assert handle.read().strip() not in output
 
 
 def test_every_inventory_plugin_example_parses_a_simulated_cluster(example_home, tmp_path):

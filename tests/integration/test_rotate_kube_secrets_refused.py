@@ -51,13 +51,16 @@ def test_nothing_to_rotate_names_every_flag(v113_cluster, tmp_path):
     assert "rotate_talos, rotate_kubernetes, rotate_aggregator and rotate_service_account" in run.output
 
 
-def test_v115_shape_passes_the_shape_check_and_is_told_the_service_account_flow_is_not_there_yet(
-        make_module_sim_cluster, tmp_path):
+def test_v115_shape_passes_the_shape_check_and_the_service_account_flow_runs(make_module_sim_cluster, tmp_path):
+    # The shape check no longer stops a v1.14+ cluster: the service-account flow runs (here as a dry run, to its summary).
     cluster = make_module_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0")
     before = configs(cluster)
-    run = run_playbook(cluster, str(tmp_path / "rotation"), extra_vars={"rotate_service_account": True})
-    assert run.returncode != 0
-    assert "does not rotate the service-account key (rotate_service_account) yet" in run.output
+    run = run_playbook(cluster, str(tmp_path / "rotation"), "--check",
+                       extra_vars={"rotate_talos": False, "rotate_service_account": True,
+                                   "rotate_ca_service_account_algorithm": "rsa-2048"})
+    assert run.returncode == 0, run.output[-3000:]
+    assert "does not rotate the service-account key" not in run.output
+    assert "service-account key rotation (check mode: nothing was changed)" in run.output
     assert configs(cluster) == before
 
 

@@ -18,7 +18,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import S
 
 ARGUMENT_SPEC = _files.with_encryption({
     "path": {"type": "path", "required": True},
-    "kind": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator"]},
+    "kind": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator", "service_account"]},
     "algorithm": {"type": "str", "choices": list(_pki.ALGORITHMS)},
     "validity_hours": {"type": "int", "default": 87600},
     "previous_ca": {"type": "str"},
@@ -67,6 +67,8 @@ WARN_BELOW_HOURS = 8760
 
 
 def run(params, check_mode=False, diff=False):
+    if params["kind"] == _pki.KIND_SERVICE_ACCOUNT:
+        return _run_service_account(params, check_mode)
     warnings = check_validity(params)
     rotation = _rotation_store.load(params["path"], kind=params["kind"])
     if params.get("rolled_back"):
@@ -113,6 +115,88 @@ def run(params, check_mode=False, diff=False):
         # The caller asked for the key: the whole result is hidden from output and logs.
         result.update(ca_key=ca.key.decode(), _ansible_no_log=True)
     return result
+
+
+def _run_service_account(params, check_mode):
+    """The new service-account signing key, on disk before any node sees it; previous_ca is the current signing key's public
+    key (PEM, or the hex of its DER as talos_cluster_info returns it; a private key is read for its public part only). No
+    certificate: validity_hours does not apply."""
+    for option in ("talosconfig", "previous_talosconfig", "return_key"):
+        if params[option]:
+            raise ConfigError("%s does not apply to kind=service_account (a signing key, not a CA)." % option)
+    rotation = _rotation_store.load(params["path"], kind=_pki.KIND_SERVICE_ACCOUNT)
+    result = {"changed": False, "throwaway": False, "archived": None}
+    if rotation is not None and params["start_new"]:
+        # As for the CAs: only a rotation recorded as completed is archived; one in progress is resumed, with a warning.
+        if not rotation.completed:
+            result["warnings"] = [_resuming_warning(rotation)]
+        else:
+            current = params["previous_ca"]
+            if not current or _previous_public_key(current) != rotation.ca_fingerprint:
+                raise RotationStateError(
+                    "start_new was asked and the service-account key rotation in %s completed (%s), but the control planes "
+                    "no longer sign with its new key %s: another rotation changed the cluster since. Finish that one from its "
+                    "own rotation directory, or point the rotation directory at it; nothing was changed." % (
+                        rotation.path, rotation.completed, rotation.ca_fingerprint[:16]))
+            if check_mode:
+                result["archived"] = rotation.path + ".archived-<time>"
+            else:
+                rotation.record("rotation_archived", ca_fingerprint=rotation.ca_fingerprint)
+                result["archived"] = _rotation_store.archive(rotation.path)
+            rotation = None
+    if rotation is None:
+        if not params["create"]:
+            raise RotationStateError("no service-account key rotation in %s and create=false: the key this step expects is "
+                                     "missing. Restore the rotation directory from a backup; never start over once nodes have "
+                                     "seen the key." % params["path"])
+        if not params["previous_ca"]:
+            raise RotationStateError("previous_ca is required to start a service-account key rotation: give the current "
+                                     "signing key's public key (PEM), e.g. from talos_cluster_info's service_account.")
+        previous = _previous_public_pem(params["previous_ca"])
+        key = _pki.generate_service_account_key(params["algorithm"])
+        path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
+        rotation = _rotation_store.create_service_account(path, previous, key)
+        result.update(changed=True, throwaway=check_mode)
+        rotation.record("key_generated", ca_fingerprint=rotation.ca_fingerprint,
+                        previous_ca_fingerprint=rotation.previous_ca_fingerprint)
+    key = rotation.signing_key()
+    result.update(rotation.facts(), algorithm=_pki.key_type(key, "rotation service-account key"))
+    if params["secrets_file"]:
+        result["secrets_file"] = _update_secrets_service_account(params["secrets_file"], rotation, key, check_mode)
+        result["changed"] |= result["secrets_file"]["changed"]
+        if result["secrets_file"]["changed"] and not check_mode:
+            rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
+    if params.get("complete"):  # the control planes sign with the new key alone, the old one is refused
+        result["completion"] = _complete(rotation, check_mode)
+        result["changed"] |= result["completion"]["changed"]
+        result["completed"] = rotation.completed
+    return result
+
+
+def _previous_public_pem(text):
+    """previous_ca of kind=service_account: a PEM key (public, or private for its public part) or the hex of the PKIX DER."""
+    text = text.strip()
+    return text.encode() if text.startswith("-----BEGIN") else _pki.public_key_from_hex(text, "previous_ca")
+
+
+def _previous_public_key(text):
+    return _pki.public_key_fingerprint(_previous_public_pem(text), "previous_ca")
+
+
+def _update_secrets_service_account(path, rotation, key, check_mode):
+    """certs.k8sserviceaccount.key := the new key, from the previous key only (another cluster's bundle is refused)."""
+    bundle = SecretsBundle.load(path)
+    current = _pki.public_key_fingerprint(bundle.get_service_account_key(), "%s certs.k8sserviceaccount.key" % path)
+    if current == rotation.ca_fingerprint:
+        return {"path": path, "changed": False, "backup": None}
+    if current != rotation.previous_ca_fingerprint:
+        raise ConfigError("%s holds a service-account key (public key %s) that is neither the rotation's previous key nor its "
+                          "new key: it belongs to another cluster. Point secrets_file at this cluster's secrets.yaml."
+                          % (path, current[:16]))
+    if check_mode:
+        return {"path": path, "changed": True, "backup": None}
+    bundle.set_service_account_key(key)
+    return {"path": path, "changed": True, "backup": bundle.save(path, backup=True)}
 
 
 def client_validity_hours(params):

@@ -18,7 +18,12 @@ from ansible_collections.talosops.pki.plugins.module_utils._errors import (
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import endpoint_host, member_name, merge_members, normal_address
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import is_ready
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import KIND_AGGREGATOR, LOCATION_AGGREGATOR_CA_CONFIG, MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import (
+    KIND_AGGREGATOR,
+    LOCATION_AGGREGATOR_CA_CONFIG,
+    LOCATION_SERVICE_ACCOUNT_CONFIG,
+    MachineConfig,
+)
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = with_auth({
@@ -38,6 +43,7 @@ ARGUMENT_SPEC = with_auth({
 })
 
 KINDS = ("talos", "kubernetes")
+SERVICE_ACCOUNT = _pki.KIND_SERVICE_ACCOUNT
 KUBELET_POLL_INTERVAL = 0.5
 MINIMUM_VERSION = (1, 7)
 NODES_NAMED = 5  # in a warning, before "and N more"
@@ -73,9 +79,11 @@ def run(params, check_mode=False, diff=False):
         problems.extend(_rollback_problems(cluster["nodes"], rotations))
     problems.extend(_shared_addresses(cluster, params, target.endpoints, label))
     if bundle is not None:
-        problems.extend(_foreign_secrets(bundle, params["secrets_file"], cluster["issuing_ca"], rotations))
+        problems.extend(_foreign_secrets(bundle, params["secrets_file"],
+                                         dict(cluster["issuing_ca"], service_account=cluster["service_account_public"]), rotations))
     certificates = cluster.pop("certificates")
     cluster.pop("markers")
+    cluster["service_account"] = cluster.pop("service_account_public")
     result = dict(cluster, changed=False, talosconfig=user_target.talosconfig_path, context=user_target.context.name,
                   talosconfig_used=target.talosconfig_path, endpoints=list(target.endpoints))
     # The kinds being rotated (all of them for a plain read).
@@ -220,7 +228,13 @@ async def _gather(params, target, nodes):
             facts = _pki.describe_certificate(crt["crt"])
             issuing[kind] = {"crt": crt["crt"].decode(), "fingerprint": facts["fingerprint_sha256"],
                              "subject": facts["subject"], "not_after": facts["not_after"], "key_type": facts["key_type"]}
-    return {"nodes": per_node, "issuing_ca": issuing, "members": members, "certificates": certificates, "markers": markers}
+    public_keys = {node: facts[SERVICE_ACCOUNT].pop("_public_key", None) for node, facts in per_node.items()}
+    first = params["controlplanes"][0]
+    # The current signing key as the first control plane has it (the endpoint's view, as for the CAs).
+    signing = ({"fingerprint": per_node[first][SERVICE_ACCOUNT]["issuing_ca"], "public_key": public_keys[first]}
+               if public_keys[first] else None)
+    return {"nodes": per_node, "issuing_ca": issuing, "members": members, "certificates": certificates, "markers": markers,
+            "service_account_public": signing}
 
 
 async def _kubelet_state(client, node, deadline):
@@ -259,6 +273,7 @@ async def _read_node(client, node, certificates, markers):
              "kubernetes_ca_location": config.kubernetes_ca_location,
              "aggregator_ca_location": config.aggregator_ca_location, "service_account_location": config.service_account_location,
              "virtual_ips": list(config.virtual_ips)}
+    facts[SERVICE_ACCOUNT] = _service_account_facts(config, node)
     for kind in KINDS:
         fields = config.get_ca(kind)
         facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
@@ -278,6 +293,51 @@ async def _read_node(client, node, certificates, markers):
                                   "issuing_ca_crt": fields.issuing_crt.decode() if fields.issuing_crt else None,
                                   "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
     return facts
+
+
+def _service_account_facts(config, node):
+    """A control plane's service-account keys as public-key fingerprints (the signing key in the issuing_ca slot, so the
+    rotation's progress reads as for a CA); workers and v1.13 shapes carry none. `_public_key` (the signing key's public
+    key, never the private one) is taken out by _gather."""
+    location = config.service_account_location
+    facts = {"location": location, "issuing_ca": None, "accepted_cas": []}
+    if location != LOCATION_SERVICE_ACCOUNT_CONFIG:
+        return facts
+    fields = config.get_service_account()
+    if fields.signing_key:
+        facts["issuing_ca"] = _pki.public_key_fingerprint(fields.signing_key, "service-account key of %s" % node)
+        facts["_public_key"] = _pki.public_key_hex(fields.signing_key)
+    facts["accepted_cas"] = [_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in fields.accepted]
+    return facts
+
+
+def _service_account_problems(params, nodes, rotation, endpoint, label=str):
+    """The graceful service-account rotation needs every control plane on the v1.14+ shape, and one signing key (or the
+    two sides of the rotation in progress)."""
+    controlplanes = params["controlplanes"]
+    legacy = sorted(node for node in controlplanes if nodes[node][SERVICE_ACCOUNT]["location"] != LOCATION_SERVICE_ACCOUNT_CONFIG)
+    if legacy:
+        locations = ", ".join(sorted({str(nodes[node][SERVICE_ACCOUNT]["location"] or "no service-account key") for node in legacy}))
+        return ["%s keep the service-account key in %s (Talos v1.13 or older): it has no accepted-keys list, so the key cannot "
+                "be rotated without invalidating every service-account token at once. Upgrade them to Talos v1.14+ (the config "
+                "then carries a %s document) and run again." % (", ".join(map(label, legacy)), locations, LOCATION_SERVICE_ACCOUNT_CONFIG)]
+    problems = []
+    for node in controlplanes:
+        facts = nodes[node][SERVICE_ACCOUNT]
+        if rotation is None:
+            expected = (endpoint or {}).get("fingerprint")
+            if facts["issuing_ca"] != expected:
+                problems.append("%s signs service-account tokens with another key (%s) than %s (%s): the control planes "
+                                "disagree, so a rotation is half done or they belong to different clusters. Bring them back to "
+                                "one signing key first." % (label(node), (facts["issuing_ca"] or "none")[:16], label(controlplanes[0]),
+                                                            (expected or "none")[:16]))
+            continue
+        cas = _rotation.NodeCAs(facts["issuing_ca"], tuple(facts["accepted_cas"]))
+        facts["progress"] = _rotation.progress(cas, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
+        if facts["progress"] == _rotation.FOREIGN:
+            problems.append("%s: its service-account signing key is neither the rotation's previous key nor its new key (%s): "
+                            "the rotation directory belongs to another cluster or rotation." % (label(node), rotation.path))
+    return problems
 
 
 def _parse_version(tag):
@@ -307,7 +367,12 @@ def _check(cluster, params, rotations, label=str):
         problems.append("the kubelet is not running and healthy on %s (within %ss): a Kubernetes CA rotation restarts every "
                         "kubelet and waits for it, so it starts only on a healthy cluster. Fix those nodes first (talosctl -n NODE "
                         "service kubelet; talosctl -n NODE logs kubelet), then rerun." % (", ".join(map(label, unhealthy)), params["kubelet_deadline"]))
+    if SERVICE_ACCOUNT in (params.get("rotation_dirs") or {}):
+        problems.extend(_service_account_problems(params, nodes, rotations.get(SERVICE_ACCOUNT), cluster["service_account_public"],
+                                                  label))
     for kind, rotation in rotations.items():
+        if kind == SERVICE_ACCOUNT:
+            continue
         if rotation is None:
             problems.extend(_disagreements(kind, nodes, cluster["issuing_ca"].get(kind), label))
             continue
@@ -318,6 +383,8 @@ def _check(cluster, params, rotations, label=str):
                 problems.append("%s: its %s issuing CA is neither the rotation's previous CA nor its new CA (%s): the rotation "
                                 "directory belongs to another cluster or rotation." % (label(node), kind, rotation.path))
     for kind, rotation in rotations.items():  # one per rotation_dirs kind; None before this directory's rotation exists
+        if kind == SERVICE_ACCOUNT:
+            continue  # keys carry no rotation marker: _service_account_problems tells another rotation's key apart
         problems.extend(_other_rotations(kind, nodes, cluster.get("markers", {}), rotation, params["remove_stray_cas"]))
     problems.extend(_missing_progress(params, nodes, rotations, label))
     problems.extend(_members_left_out(cluster["members"], params))
@@ -547,6 +614,9 @@ def _foreign_secrets(bundle, path, issuing, rotations):
     """The secrets bundle the rotation will update must hold this cluster's CA (or, resuming, the rotation's new one)."""
     problems = []
     for kind, rotation in rotations.items():
+        if kind == SERVICE_ACCOUNT:
+            problems.extend(_foreign_service_account_key(bundle, path, issuing.get(kind), rotation))
+            continue
         known = {(issuing.get(kind) or {}).get("fingerprint")}
         if rotation is not None:
             known |= {rotation.previous_ca_fingerprint, rotation.ca_fingerprint}
@@ -557,11 +627,22 @@ def _foreign_secrets(bundle, path, issuing, rotations):
     return problems
 
 
+def _foreign_service_account_key(bundle, path, signing, rotation):
+    known = {(signing or {}).get("fingerprint")}
+    if rotation is not None:
+        known |= {rotation.previous_ca_fingerprint, rotation.ca_fingerprint}
+    held = _pki.public_key_fingerprint(bundle.get_service_account_key(), "%s certs.k8sserviceaccount.key" % path)
+    if held in known:
+        return []
+    return ["%s holds a service-account key (public key %s) that is neither the cluster's nor the rotation's: it belongs to "
+            "another cluster. Point rotate_ca_secrets_file at this cluster's secrets.yaml." % (path, held[:16])]
+
+
 def _check_required_progress_spec(params):
     for kind, minimum in params["require_progress"].items():
-        if kind not in KINDS or minimum not in _rotation.PROGRESS:
+        if kind not in KINDS + (SERVICE_ACCOUNT,) or minimum not in _rotation.PROGRESS:
             raise TalosPKIError("require_progress maps a CA kind (%s) to the progress every node must have reached (%s); got %s: %s."
-                                % (", ".join(KINDS), ", ".join(_rotation.PROGRESS), kind, minimum))
+                                % (", ".join(KINDS + (SERVICE_ACCOUNT,)), ", ".join(_rotation.PROGRESS), kind, minimum))
 
 
 def _missing_progress(params, nodes, rotations, label=str):

@@ -16,12 +16,16 @@ from ansible_collections.talosops.pki.plugins.module_utils._backends.rotation_lo
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import (
+    LOCATION_LEGACY_SERVICE_ACCOUNT,
+    LOCATION_SERVICE_ACCOUNT_CONFIG,
+    MachineConfig,
+)
 
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "node": {"type": "str", "required": True},
     "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES) + list(_rotation.ROLLBACK_PHASES)},
-    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator"]},
+    "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator", "service_account"]},
     "rotation_dir": {"type": "path", "required": True},
     "machine_type": {"type": "str", "choices": ["controlplane", "worker"]},
     "apply_mode": {"type": "str", "default": "no_reboot", "choices": ["no_reboot", "auto"]},
@@ -51,12 +55,13 @@ def run(params, check_mode=False, diff=False):
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
     target = Target(params)
     started = time.time()
+    patch = _patch_service_account if params["ca"] == _pki.KIND_SERVICE_ACCOUNT else _patch
     if check_mode:  # a dry run changes nothing: no run to outlive
-        result = run_async(_patch(params, target, rotation, check_mode, diff))
+        result = run_async(patch(params, target, rotation, check_mode, diff))
     else:
         # Applies only while the run that asked for them lives; the run's lock stays until this process is done.
         with RunGuard(params.get("rotation_lock")) as guard:
-            result = run_async(_patch(params, target, rotation, check_mode, diff, guard=guard.check))
+            result = run_async(patch(params, target, rotation, check_mode, diff, guard=guard.check))
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
     if result["changed"] and not check_mode:
@@ -240,6 +245,66 @@ class _Claim:
             "own rotation directory (on %s), then rerun to rotate from its CA if you still want to." % (
                 "; ".join(_claim.describe(ca) for ca in rivals) or "another rotation", why, self.mine.fingerprint[:16], moved,
                 ", ".join(sorted({ca.marker.get("host") or "?" for ca in rivals})) or "its controller"))
+
+
+async def _patch_service_account(params, target, rotation, check_mode, diff, guard=None):
+    """The service-account keys of one control plane (KubeServiceAccountConfig issuer.privateKey / accepted.publicKeys) to
+    the state of one phase; progress read from the live fields, as public-key fingerprints."""
+    node, phase = params["node"], params["phase"]
+    if phase in _rotation.ROLLBACK_PHASES:
+        raise ConfigError("phase %s does not apply to ca=service_account: the replaced signing key is not kept (only its public "
+                          "key), so control planes cannot sign with it again. Finish the rotation instead; nothing was "
+                          "changed." % phase)
+    old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
+    async with target.client() as client:
+        config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+        _check_machine_type(node, config.machine_type, params["machine_type"])
+        current = service_account_fields(node, config)
+        before = _rotation.NodeCAs(_pki.public_key_fingerprint(current.signing_key, "signing key of %s" % node),
+                                   tuple(_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in current.accepted))
+        issuing, accepted = _rotation.desired_state(phase, before, old, new, node=node, preview=check_mode,
+                                                    remove_strays=params["remove_stray_cas"])
+        after = _rotation.NodeCAs(issuing, accepted)
+        result = {
+            "node": node, "machine_type": config.machine_type, "phase": phase,
+            "progress_before": _rotation.progress(before, old, new), "progress_after": _rotation.progress(after, old, new),
+            "stray_ca_fingerprints": list(_rotation.strays(before, old, new)),
+            "issuing_ca_fingerprint": issuing, "accepted_ca_fingerprints": list(accepted),
+        }
+        if after == before:
+            return dict(result, changed=False)
+        publics = dict(zip(before.accepted, current.accepted))
+        publics.update({old: rotation.previous_public_key(), new: rotation.public_key()})
+        signing_key = rotation.signing_key() if issuing == new else current.signing_key
+        config.set_service_account(signing_key, [publics[fp] for fp in accepted])
+        applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
+                                                   guard=guard)
+    result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
+    if check_mode:
+        result["dry_run_summary"] = redact(applied.get("mode_details", ""))
+    if diff:
+        header = "%s service-account keys (public-key fingerprints)" % node
+        result["diff"] = {"before": {"signing_key": REDACTED + " " + before.issuing, "accepted_public_keys": list(before.accepted)},
+                          "after": {"signing_key": REDACTED + " " + issuing, "accepted_public_keys": list(accepted)},
+                          "before_header": header, "after_header": header}
+    return result
+
+
+def service_account_fields(node, config):
+    """The node's service-account keys, or a refusal saying why this node cannot take part in the graceful rotation."""
+    if not config.is_control_plane:
+        raise RotationStateError("%s is a worker: service-account keys live on control planes only (Talos refuses a "
+                                 "KubeServiceAccountConfig on a worker); patch the control planes." % node)
+    if config.service_account_location == LOCATION_LEGACY_SERVICE_ACCOUNT:
+        raise RotationStateError(
+            "%s keeps its service-account key in %s (Talos v1.13 or older), which has no accepted-keys list: the key cannot be "
+            "rotated without invalidating every token at once. Upgrade the node to Talos v1.14+ (its config then carries a %s "
+            "document) and run again; nothing was changed." % (node, LOCATION_LEGACY_SERVICE_ACCOUNT, LOCATION_SERVICE_ACCOUNT_CONFIG))
+    fields = config.get_service_account()
+    if fields is None or not fields.signing_key:
+        raise RotationStateError("%s has no service-account signing key in its machine config (%s issuer.privateKey): restore "
+                                 "it before rotating; nothing was changed." % (node, LOCATION_SERVICE_ACCOUNT_CONFIG))
+    return fields
 
 
 def _bundle(node_cas):

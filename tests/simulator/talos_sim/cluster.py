@@ -124,6 +124,7 @@ class SimCluster:
         self.subnet = self._claim_subnet(self._requested_subnet)
         self.vip = "%s.%d" % (self.subnet, MAX_NODES) if self._want_vip else None
         self.secrets = machineconfig.ClusterSecrets.generate(self.name, self.ca_validity)
+        self.secrets_objects: list[dict] = []
         self.admin = pki.talos_client_certificate(self.secrets.os_ca)
         self._create_nodes()
         self._loop = asyncio.new_event_loop()
@@ -314,6 +315,22 @@ class SimCluster:
         pems = [issuing.cert_pem] + [pem for pem in node.kubernetes_pool_pems
                                      if pki.fingerprint(pki.load_certificate(pem)) != issuing.fingerprint]
         return b"".join(pems)
+
+    def kubernetes_secrets(self) -> list[dict]:
+        """Secret objects kube-apiserver lists (tests add legacy service-account token Secrets to `self.secrets_objects`)."""
+        return list(self.secrets_objects)
+
+    def apiserver_service_account(self, host: str) -> dict | None:
+        """That control plane's service-account keys, as KubernetesRoot hands them to kube-apiserver."""
+        trust = self.node(host).service_account
+        if trust is None or trust.signing_key is None:
+            return None
+        return {
+            "signing_key_pem": trust.signing_key_pem,
+            "verification_key_pems": tuple(pki.public_key_pem(key) for key in trust.verification_keys),
+            "issuers": trust.issuers,
+            "audiences": trust.audiences,
+        }
 
     def apiserver_handshake_cas(self, host: str) -> bytes:
         # Every Kubernetes CA the cluster has seen passes the handshake, so a certificate

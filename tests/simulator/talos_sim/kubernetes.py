@@ -117,6 +117,8 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _LOG = logging.getLogger(__name__)
@@ -134,6 +136,10 @@ REQUEST_LOG_SIZE = 2000
 
 _JSON = "application/json"
 _AGGREGATED_DISCOVERY_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+_TOKEN_REQUEST_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)/token")
+# The service accounts every cluster has (kube-controller-manager creates "default" in each namespace).
+_SERVICE_ACCOUNTS = frozenset((namespace, "default")
+                              for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"))
 _PUBLIC_PATHS = frozenset({  # what RBAC's bootstrap policy lets every authenticated user read
     "/version", "/version/", "/healthz", "/livez", "/readyz",
     "/api", "/api/", "/api/v1", "/api/v1/", "/apis", "/apis/",
@@ -142,15 +148,15 @@ _HEALTH_CHECKS = ("ping", "log", "etcd", "poststarthook/start-apiserver-admissio
 _NODE_ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 _CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 _REASON_PHRASES = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 406: "Not Acceptable", 413: "Request Entity Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 505: "HTTP Version Not Supported",
+    422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 _STATUS_REASONS = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
     405: "MethodNotAllowed", 406: "NotAcceptable", 413: "RequestEntityTooLarge",
-    500: "InternalError",
+    422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable",
 }
 
 
@@ -281,6 +287,13 @@ class KubeAPIServer:
     ``401`` instead of a handshake failure (for instance every Kubernetes CA the cluster
     has seen on any node). It never makes a certificate authenticate: only the CAs of
     ``apiserver_client_cas`` at the last ``refresh_tls()`` do.
+
+    Optional: ``apiserver_service_account(host) -> dict | None``, the service-account
+    material of that control plane's KubernetesRoot: ``signing_key_pem`` (the issuer's
+    private key, --service-account-signing-key-file), ``verification_key_pems`` (its public
+    key first, then the accepted ones: --service-account-key-file), ``issuers`` and
+    ``audiences``. Bearer tokens are verified against it and TokenRequest signs with it;
+    without it no bearer token authenticates and TokenRequest answers 503.
 
     ``port`` 0 binds a free port; ``self.port`` holds the bound port after ``start()``.
     ``kubernetes_version`` (e.g. ``"v1.33.0"``) defaults to the ``kubelet_version`` of the
@@ -557,6 +570,7 @@ class KubeAPIServer:
     # -- authentication -----------------------------------------------------------------
 
     def _authenticate(self, client: _Connection, request: _Request | None = None) -> _User | None:
+        """kube-apiserver's union authenticator: the request header (front proxy), the client certificate, else the bearer token."""
         state = self._state
         # The request-header authenticator comes first in kube-apiserver's union: a client certificate from the
         # front-proxy bundle with an allowed CN makes the X-Remote-User / X-Remote-Group headers the identity.
@@ -567,7 +581,27 @@ class KubeAPIServer:
         if client.authenticated_generation != state.generation:
             client.user = _certificate_user(client.client_certificate, state.client_cas)
             client.authenticated_generation = state.generation
-        return client.user
+        if client.user is not None:
+            return client.user
+        authorization = request.headers.get("authorization", "")
+        scheme, _separator, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return _token_user(token.strip(), self._service_account(), self._legacy_secret_holds)
+
+    def _legacy_secret_holds(self, namespace: str, name: str, token: str) -> bool:
+        """The legacy authenticator's lookup: the token Secret still exists and holds this token."""
+        lookup = getattr(self._view, "kubernetes_secrets", None)
+        for item in lookup() if lookup else []:
+            metadata = item.get("metadata") or {}
+            if (metadata.get("namespace"), metadata.get("name")) == (namespace, name):
+                data = (item.get("data") or {}).get("token", "")
+                return base64.b64decode(data).decode("ascii", "replace") == token
+        return False
+
+    def _service_account(self) -> dict | None:
+        lookup = getattr(self._view, "apiserver_service_account", None)
+        return lookup(self.host) if lookup is not None else None
 
     # -- routing --------------------------------------------------------------------------
 
@@ -585,6 +619,11 @@ class KubeAPIServer:
                                   status=201)
         node_match = re.fullmatch(r"/api/v1/nodes(?:/([^/]+))?", path)
         known = path in _PUBLIC_PATHS or node_match is not None
+        if path == "/api/v1/secrets":
+            return self._secrets(request, user)
+        token_match = _TOKEN_REQUEST_PATH.fullmatch(path)
+        if token_match is not None:
+            return self._token_request(request, user, *(urllib.parse.unquote(part) for part in token_match.groups()))
         if not user.is_admin and path not in _PUBLIC_PATHS:
             return self._forbidden(request, user, node_match)
         if not known:
@@ -605,6 +644,69 @@ class KubeAPIServer:
             return _status_response(405, "watch is not supported by the simulated API server")
         name = urllib.parse.unquote(node_match.group(1)) if node_match.group(1) else None
         return self._nodes(request, name)
+
+    def _secrets(self, request: _Request, user: _User) -> _Response:
+        """GET /api/v1/secrets (all namespaces), fieldSelector `type=`: the Secrets of the view's optional
+        ``kubernetes_secrets()`` (a list of Secret objects as dicts), admin only."""
+        if not user.is_admin:
+            return _status_response(403, 'secrets is forbidden: User %s cannot list resource "secrets" in API group "" at the '
+                                    'cluster scope' % json.dumps(user.name), details={"kind": "secrets"})
+        if request.method not in ("GET", "HEAD"):
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        wanted = None
+        for requirement in _split_requirements(_query_value(request.query, "fieldSelector") or ""):
+            match = re.fullmatch(r"type\s*==?\s*(.*)", requirement)
+            if not match:
+                return _status_response(400, "field label not supported: %s" % requirement.split("=")[0])
+            wanted = match.group(1)
+        lookup = getattr(self._view, "kubernetes_secrets", None)
+        items = [item for item in (lookup() if lookup else []) if wanted is None or item.get("type") == wanted]
+        return _json_response({"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                               "items": items})
+
+    def _token_request(self, request: _Request, user: _User, namespace: str, name: str) -> _Response:
+        """TokenRequest (POST .../serviceaccounts/{name}/token): a JWT signed with the signing key."""
+        if not user.is_admin:
+            return _status_response(403, 'serviceaccounts "%s" is forbidden: User %s cannot create resource '
+                                    '"serviceaccounts/token" in API group "" in the namespace "%s"'
+                                    % (name, json.dumps(user.name), namespace),
+                                    details={"name": name, "kind": "serviceaccounts"})
+        if request.method != "POST":
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        if (namespace, name) not in _SERVICE_ACCOUNTS:
+            return _status_response(404, 'serviceaccounts "%s" not found' % name,
+                                    details={"name": name, "kind": "serviceaccounts"})
+        try:
+            body = json.loads(request.body or b"{}")
+            spec = body.get("spec") or {}
+            expiration = int(spec.get("expirationSeconds") or 3600)
+            audiences = list(spec.get("audiences") or [])
+        except (ValueError, TypeError, AttributeError):
+            return _status_response(400, "the body of the request was in an unknown format")
+        if expiration < 600:
+            return _status_response(422, 'TokenRequest.authentication.k8s.io "%s" is invalid: spec.expirationSeconds: '
+                                    'Invalid value: %d: may not specify a duration less than 10 minutes'
+                                    % (name, expiration))
+        material = self._service_account()
+        if not material or not material.get("signing_key_pem"):
+            return _status_response(503, "service account token signing is not configured")
+        now = _now()
+        expires = now + datetime.timedelta(seconds=expiration)
+        claims = {
+            "aud": audiences or list(material["audiences"]),
+            "exp": int(expires.timestamp()), "iat": int(now.timestamp()), "nbf": int(now.timestamp()),
+            "iss": material["issuers"][0], "jti": str(uuid.uuid4()),
+            "kubernetes.io": {"namespace": namespace,
+                              "serviceaccount": {"name": name, "uid": _service_account_uid(namespace, name)}},
+            "sub": "system:serviceaccount:%s:%s" % (namespace, name),
+        }
+        token = sign_service_account_token(material["signing_key_pem"], claims)
+        return _json_response({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
+            "spec": {"audiences": claims["aud"], "expirationSeconds": expiration, "boundObjectRef": None},
+            "status": {"token": token, "expirationTimestamp": _format_time(expires)},
+        }, status=201)
 
     @staticmethod
     def _forbidden(request: _Request, user: _User, node_match) -> _Response:
@@ -1379,6 +1481,139 @@ def _certificate_user(certificate: x509.Certificate | None, trusted_cas: tuple) 
         return None  # CommonNameUserConversion: no CN, no user
     groups = tuple(attribute.value for attribute in certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
     return _User(name=names[0].value, groups=groups + ("system:authenticated",))
+
+
+# ---------------------------------------------------------------------------------------
+# Service-account tokens (JWS compact, as k8s.io/apiserver/pkg/serviceaccount signs them)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def service_account_key_id(public_key) -> str:
+    """The JWT `kid`: base64url SHA-256 of the public key's PKIX DER."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _b64url(hashlib.sha256(der).digest())
+
+
+def _jws_algorithm(key) -> str:
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "RS256"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and key.curve.name == "secp256r1":
+        return "ES256"
+    raise ValueError("unsupported service-account key type")
+
+
+def sign_service_account_token(signing_key_pem: bytes, claims: dict) -> str:
+    """A JWT signed RS256 (RSA key) or ES256 (P-256 key), with the kid kube-apiserver writes."""
+    key = serialization.load_pem_private_key(signing_key_pem, password=None)
+    header = {"alg": _jws_algorithm(key), "kid": service_account_key_id(key.public_key())}
+    signing_input = ("%s.%s" % (_b64url(_json_bytes_compact(header)), _b64url(_json_bytes_compact(claims)))).encode()
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return "%s.%s" % (signing_input.decode(), _b64url(signature))
+
+
+def _json_bytes_compact(document) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _verify_signature(public_key, algorithm: str, signing_input: bytes, signature: bytes) -> bool:
+    try:
+        if _jws_algorithm(public_key) != algorithm:
+            return False
+        if algorithm == "RS256":
+            public_key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            if len(signature) != 64:
+                return False
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            public_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+LEGACY_ISSUER = "kubernetes/serviceaccount"
+
+
+def _token_user(token: str, material: dict | None, legacy_secret_holds=None) -> _User | None:
+    """kube-apiserver's service-account token authenticators: any verification key, then either a bound token (issuer,
+    audience, lifetime) or a legacy Secret-based one (issuer kubernetes/serviceaccount, its Secret still holding it)."""
+    if not material:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+        claims = json.loads(_b64url_decode(parts[1]))
+        signature = _b64url_decode(parts[2])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict) or header.get("alg") not in ("RS256", "ES256"):
+        return None
+    signing_input = ("%s.%s" % (parts[0], parts[1])).encode()
+    keys = [serialization.load_pem_public_key(pem) for pem in material.get("verification_key_pems") or ()]
+    if not any(_verify_signature(key, header["alg"], signing_input, signature) for key in keys):
+        return None
+    if claims.get("iss") == LEGACY_ISSUER:
+        namespace = claims.get("kubernetes.io/serviceaccount/namespace")
+        secret = claims.get("kubernetes.io/serviceaccount/secret.name")
+        account = claims.get("kubernetes.io/serviceaccount/service-account.name")
+        if not (namespace and secret and account and legacy_secret_holds and legacy_secret_holds(namespace, secret, token)):
+            return None
+        return _User(name="system:serviceaccount:%s:%s" % (namespace, account),
+                     groups=("system:serviceaccounts", "system:serviceaccounts:%s" % namespace, "system:authenticated"))
+    if claims.get("iss") not in material["issuers"]:
+        return None
+    audiences = claims.get("aud")
+    audiences = [audiences] if isinstance(audiences, str) else audiences or []
+    if not set(audiences) & set(material["audiences"]):
+        return None
+    now = _now().timestamp()
+    leeway = 60  # jwt.DefaultLeeway
+    if not isinstance(claims.get("exp"), (int, float)) or now > claims["exp"] + leeway:
+        return None
+    if isinstance(claims.get("nbf"), (int, float)) and now < claims["nbf"] - leeway:
+        return None
+    private = claims.get("kubernetes.io")
+    subject = claims.get("sub", "")
+    match = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", subject) if isinstance(subject, str) else None
+    if not isinstance(private, dict) or match is None or private.get("namespace") != match.group(1):
+        return None
+    namespace = match.group(1)
+    return _User(name=subject, groups=("system:serviceaccounts", "system:serviceaccounts:%s" % namespace,
+                                       "system:authenticated"))
+
+
+def legacy_token_secret(signing_key_pem: bytes, namespace: str, name: str, service_account: str = "default") -> dict:
+    """A Secret of type kubernetes.io/service-account-token as the legacy token controller wrote them: a JWT without
+    expiry, issuer kubernetes/serviceaccount, signed with the service-account key."""
+    claims = {"iss": LEGACY_ISSUER, "kubernetes.io/serviceaccount/namespace": namespace,
+              "kubernetes.io/serviceaccount/secret.name": name,
+              "kubernetes.io/serviceaccount/service-account.name": service_account,
+              "kubernetes.io/serviceaccount/service-account.uid": _service_account_uid(namespace, service_account),
+              "sub": "system:serviceaccount:%s:%s" % (namespace, service_account)}
+    token = sign_service_account_token(signing_key_pem, claims)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": name, "namespace": namespace,
+                         "annotations": {"kubernetes.io/service-account.name": service_account}},
+            "data": {"token": base64.b64encode(token.encode()).decode(), "namespace": base64.b64encode(namespace.encode()).decode()}}
+
+
+def _service_account_uid(namespace: str, name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "serviceaccount/%s/%s" % (namespace, name)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from . import pki, yamlgen
 
 KUBE_CA_KIND = "KubeAPIServerCAConfig"
 AGGREGATOR_CA_KIND = "KubeAggregatorCAConfig"
+SERVICE_ACCOUNT_KIND = "KubeServiceAccountConfig"
 # v1.14+ document kinds Talos refuses on workers (container/validate.go).
-CONTROLPLANE_ONLY_KINDS = (AGGREGATOR_CA_KIND, "KubeServiceAccountConfig")
+CONTROLPLANE_ONLY_KINDS = (AGGREGATOR_CA_KIND, SERVICE_ACCOUNT_KIND)
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
 
 
@@ -309,6 +310,97 @@ class CATrust:
 
 
 @dataclass(frozen=True)
+class ServiceAccountTrust:
+    """What kube-apiserver gets from KubernetesRoot for service-account tokens (TALOS-FACTS §8)."""
+
+    signing_key_pem: bytes | None          # issuer.privateKey / cluster.serviceAccount.key
+    accepted_public_pems: tuple[bytes, ...]  # accepted.publicKeys (v1.14+ document only)
+    issuer_url: str
+    accepted_issuers: tuple[str, ...] = ()
+    accepted_audiences: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def signing_key(self):
+        return pki.load_private_key(self.signing_key_pem) if self.signing_key_pem else None
+
+    @functools.cached_property
+    def verification_keys(self) -> tuple:
+        """--service-account-key-file: the signing key's public key first, then the accepted ones."""
+        keys = [self.signing_key.public_key()] if self.signing_key is not None else []
+        keys += [pki.load_public_key(pem) for pem in self.accepted_public_pems]
+        return tuple(keys)
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        return (self.issuer_url,) + self.accepted_issuers
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """--api-audiences: the issuer URL and the accepted audiences."""
+        return (self.issuer_url,) + self.accepted_audiences
+
+
+def _string_list(value, path: str, errors: list) -> tuple[str, ...]:
+    if value in (None, []):
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        errors.append("%s: expected a list of strings" % path)
+        return ()
+    return tuple(value)
+
+
+def _public_pem(value, path: str, errors: list) -> bytes | None:
+    if not isinstance(value, str) or not value:
+        errors.append("%s: expected a PEM public key" % path)
+        return None
+    try:
+        pki.load_public_key(value.encode())
+    except pki.PEMError as exc:
+        errors.append("%s: %s" % (path, exc))
+        return None
+    return value.encode()
+
+
+def _service_account(documents: list, cluster: dict, controlplane: bool, errors: list) -> ServiceAccountTrust | None:
+    """KubeServiceAccountConfig (v1.14+) or the legacy cluster.serviceAccount.key, validated as Talos does."""
+    endpoint = (cluster.get("controlPlane") or {}).get("endpoint") if isinstance(cluster.get("controlPlane"), dict) else None
+    legacy = cluster.get("serviceAccount")
+    legacy_key = None
+    if legacy is not None:
+        section = _strict_keys(legacy, {"key"}, ".cluster.serviceAccount", errors)
+        legacy_key = _b64_pem(section.get("key"), ".cluster.serviceAccount.key", errors, certificate=False)
+    if not documents:
+        if legacy_key and controlplane:
+            return ServiceAccountTrust(legacy_key, (), str(endpoint or ""))
+        return None
+    if len(documents) > 1:
+        errors.append("only one %s document is allowed" % SERVICE_ACCOUNT_KIND)
+        return None
+    if not controlplane:
+        return None  # parse() refuses it with the other control-plane-only kinds, in one message
+    if legacy is not None:
+        errors.append("service account key is already set in v1alpha1 config (.cluster.serviceAccount), please remove "
+                      "it and use the new %s document instead" % SERVICE_ACCOUNT_KIND)
+    document = _strict_keys(documents[0], {"apiVersion", "kind", "issuer", "accepted"}, SERVICE_ACCOUNT_KIND, errors)
+    issuer = _strict_keys(document.get("issuer"), {"privateKey", "issuerURL"}, SERVICE_ACCOUNT_KIND + ".issuer", errors)
+    accepted = _strict_keys(document.get("accepted"), {"publicKeys", "issuers", "audiences"},
+                            SERVICE_ACCOUNT_KIND + ".accepted", errors)
+    key = _raw_pem(issuer.get("privateKey"), SERVICE_ACCOUNT_KIND + ".issuer.privateKey", errors, certificate=False)
+    if key is None:
+        errors.append("%s.issuer.privateKey is required" % SERVICE_ACCOUNT_KIND)
+    public_keys = accepted.get("publicKeys") or []
+    if not isinstance(public_keys, list):
+        errors.append("%s.accepted.publicKeys: expected a list of PEM strings" % SERVICE_ACCOUNT_KIND)
+        public_keys = []
+    pems = tuple(pem for index, item in enumerate(public_keys)
+                 if (pem := _public_pem(item, "%s.accepted.publicKeys[%d]" % (SERVICE_ACCOUNT_KIND, index), errors)))
+    return ServiceAccountTrust(
+        key, pems, str(issuer.get("issuerURL") or endpoint or ""),
+        _string_list(accepted.get("issuers"), SERVICE_ACCOUNT_KIND + ".accepted.issuers", errors),
+        _string_list(accepted.get("audiences"), SERVICE_ACCOUNT_KIND + ".accepted.audiences", errors))
+
+
+@dataclass(frozen=True)
 class ParsedConfig:
     data: bytes
     documents: list
@@ -320,6 +412,7 @@ class ParsedConfig:
     kubernetes: CATrust
     # The aggregator (front-proxy) CA: KubeAggregatorCAConfig or cluster.aggregatorCA; None when the config has none.
     aggregator: CATrust | None = None
+    service_account: ServiceAccountTrust | None = None
 
     @property
     def controlplane(self) -> bool:
@@ -412,7 +505,7 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
     except yaml.YAMLError as exc:
         raise ConfigError("failed to parse config: %s" % exc) from exc
     errors: list[str] = []
-    v1alpha1_docs, kube_ca_docs, aggregator_docs, controlplane_only = [], [], [], []
+    v1alpha1_docs, kube_ca_docs, aggregator_docs, service_account_docs, controlplane_only = [], [], [], [], []
     for index, document in enumerate(documents):
         if not isinstance(document, dict):
             raise ConfigError("failed to parse config: document %d is not a mapping" % index)
@@ -432,6 +525,11 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
                 raise ConfigError("failed to parse config: unknown document kind \"%s\" (Talos %s)"
                                   % (kind, version.tag))
             aggregator_docs.append(document)
+        elif kind == SERVICE_ACCOUNT_KIND:
+            if not version.kube_ca_document:
+                raise ConfigError("failed to parse config: unknown document kind \"%s\" (Talos %s)"
+                                  % (kind, version.tag))
+            service_account_docs.append(document)
         if kind in CONTROLPLANE_ONLY_KINDS:
             controlplane_only.append(kind)
     if len(aggregator_docs) > 1:
@@ -503,6 +601,7 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
                           % (KUBE_CA_KIND + ".issuingCA" if kube_ca_docs else ".cluster.ca"))
         if cluster.get("etcd"):
             errors.append("etcd config is only allowed on control plane machines")
+    service_account = _service_account(service_account_docs, cluster, controlplane, errors)
     if errors:
         raise ConfigError(_multierror(errors))
 
@@ -517,6 +616,7 @@ def parse(data: bytes, version: TalosVersion) -> ParsedConfig:
         os=CATrust(os_crt, os_key if controlplane else None, os_accepted),
         kubernetes=CATrust(k8s_crt, k8s_key if controlplane else None, k8s_accepted),
         aggregator=aggregator if controlplane else None,
+        service_account=service_account,
     )
 
 

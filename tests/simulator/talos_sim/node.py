@@ -147,6 +147,11 @@ class SimNode:
         return self._active.kubernetes.pool_fingerprints
 
     @property
+    def service_account(self):
+        """The service-account keys of the active config (machineconfig.ServiceAccountTrust), None on workers."""
+        return self._active.service_account
+
+    @property
     def kubernetes_issuing(self) -> pki.CertKey | None:
         """The Kubernetes CA this control plane's API server and controller-manager use (None on workers)."""
         return self._k8s_issuing
@@ -274,7 +279,9 @@ class SimNode:
         if cfg.controlplane:
             self.resources.put(resources.KUBERNETES_ROOT, "k8s", resources.kubernetes_root_spec(
                 self.cluster.name, cfg.kubernetes.issuing_cert_pem, cfg.kubernetes.issuing_key_pem,
-                cfg.kubernetes.pool_pems, self.cluster.secrets.service_account_key_pem),
+                cfg.kubernetes.pool_pems,
+                cfg.service_account.signing_key_pem if cfg.service_account else None,
+                cfg.service_account.accepted_public_pems if cfg.service_account else ()),
                 owner="secrets.RootController")
 
     def publish_members(self, members: list["SimNode"]) -> None:

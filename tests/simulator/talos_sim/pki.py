@@ -100,6 +100,21 @@ def load_private_key(pem: bytes):
         raise PEMError("cannot parse private key: %s" % exc) from exc
 
 
+def load_public_key(pem: bytes):
+    """A PKIX "PUBLIC KEY" or PKCS#1 "RSA PUBLIC KEY" block (what --service-account-key-file reads)."""
+    blocks = _PEM_BLOCK.findall(pem)
+    if len(blocks) != 1 or blocks[0].decode() not in ("PUBLIC KEY", "RSA PUBLIC KEY"):
+        raise PEMError("expected exactly one PEM public key block")
+    try:
+        return serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise PEMError("cannot parse public key: %s" % exc) from exc
+
+
+def public_key_pem(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def load_certificates(pem: bytes) -> list[x509.Certificate]:
     """Every CERTIFICATE block of a PEM bundle; anything else in it is an error."""
     blocks = [match.group(0) for match in _PEM_BLOCK.finditer(pem)]

@@ -129,8 +129,10 @@ def os_root_spec(issuing_cert: bytes | None, issuing_key: bytes | None, accepted
 
 
 def kubernetes_root_spec(cluster_name: str, issuing_cert: bytes, issuing_key: bytes,
-                         accepted: tuple[bytes, ...], service_account_key: bytes) -> bytes:
-    """KubernetesRootSpec: issuing_ca=7, accepted_c_as=15, plus fields a decoder must skip."""
+                         accepted: tuple[bytes, ...], service_account_key: bytes | None,
+                         service_account_accepted: tuple[bytes, ...] = ()) -> bytes:
+    """KubernetesRootSpec: issuing_ca=7, accepted_c_as=15, service_account=8, service_account_accepted_keys=18,
+    plus fields a decoder must skip."""
     name = "talos.resource.definitions.secrets.KubernetesRootSpec"
     pem_pair = wire.message_class("common.PEMEncodedCertificateAndKey")
     pem_cert = wire.message_class("common.PEMEncodedCertificate")
@@ -138,8 +140,10 @@ def kubernetes_root_spec(cluster_name: str, issuing_cert: bytes, issuing_key: by
         _message(name, name=cluster_name),
         wire.field(6, "cluster.local"),  # dns_domain: not in the collection's proto subset
         _message(name, issuing_ca=pem_pair(crt=issuing_cert, key=issuing_key)),
-        wire.field(8, _message("common.PEMEncodedKey", key=service_account_key)),  # service_account
+        wire.field(8, _message("common.PEMEncodedKey", key=service_account_key or b"")),  # service_account
         _message(name, accepted_c_as=[pem_cert(crt=pem) for pem in accepted]),
+        # service_account_accepted_keys: repeated PEMEncodedKey holding public keys.
+        b"".join(wire.field(18, _message("common.PEMEncodedKey", key=pem)) for pem in service_account_accepted),
     ])
 
 

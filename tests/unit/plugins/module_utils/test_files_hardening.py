@@ -109,8 +109,9 @@ def test_an_existing_folder_keeps_its_mode(tmp_path):
 
 
 FOLDER_CONTENTS = [[], ["rotation.lock", "rotation.appliers"],
-                   ["talos", "kubernetes", "aggregator", "talos.archived-20260101T000000Z", "aggregator.archived-20260101T000000Z"],
-                   [".kubernetes.staging-abc123"],
+                   ["talos", "kubernetes", "aggregator", "service_account", "talos.archived-20260101T000000Z",
+                    "aggregator.archived-20260101T000000Z", "service_account.archived-20260101T000000Z"],
+                   [".kubernetes.staging-abc123", ".service_account.staging-abc123"],
                    ["talos.rolled-back-20260101T000000Z", "kubernetes.rolled-back-20260102T000000Z"]]
 
 
