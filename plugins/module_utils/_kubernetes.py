@@ -34,6 +34,7 @@ else:
     KUBERNETES_IMPORT_ERROR = None
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, TalosPKIError
 
 DEFAULT_PORT = 6443
@@ -63,6 +64,18 @@ class Outcome(NamedTuple):
     kind: str
     detail: str
     value: object = None
+
+
+def api_targets(params):
+    """What a check of the API servers uses, from the module options kubeconfig, context, server_ca and api_servers:
+    (the kubeconfig's path, its credentials, the server CA bundle to verify with or None for the kubeconfig's, the server
+    URLs)."""
+    path = find_kubeconfig(params["kubeconfig"])
+    credentials = Kubeconfig.load(path).credentials(params["context"])
+    server_ca = None
+    if params["server_ca"]:
+        server_ca = b"".join(_files.read_bytes(ca_path, "server CA certificate") for ca_path in params["server_ca"])
+    return path, credentials, server_ca, [server_url(server) for server in (params["api_servers"] or [credentials.server])]
 
 
 def server_url(text, default_port=DEFAULT_PORT):

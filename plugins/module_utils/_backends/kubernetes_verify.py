@@ -15,10 +15,10 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes, _pki, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._inventory import normal_address
-from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import KubeCredentials, Kubeconfig, find_kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import KubeCredentials
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = {
@@ -56,12 +56,7 @@ def run(params, check_mode=False, diff=False):
         raise ConfigError("deadline, retry_interval and request_timeout must be positive numbers of seconds.")
     if params["refuse_unlisted_nodes"] and not params["nodes"]:
         raise ConfigError("refuse_unlisted_nodes needs nodes: the list of nodes that every Node the API lists must be one of.")
-    path = find_kubeconfig(params["kubeconfig"])
-    credentials = Kubeconfig.load(path).credentials(params["context"])
-    server_ca = None
-    if params["server_ca"]:
-        server_ca = b"".join(_files.read_bytes(ca_path, "server CA certificate") for ca_path in params["server_ca"])
-    servers = [_kubernetes.server_url(server) for server in (params["api_servers"] or [credentials.server])]
+    path, credentials, server_ca, servers = _kubernetes.api_targets(params)
     deadline = time.monotonic() + params["deadline"]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(servers), 16)) as pool:
         outcomes = list(pool.map(lambda server: _verify_server(server, credentials, server_ca, params, deadline), servers))

@@ -20,7 +20,6 @@ import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
-from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
 
 ARGUMENT_SPEC = _files.with_encryption({
     "kubeconfig": {"type": "path"},
@@ -50,12 +49,7 @@ def run(params, check_mode=False, diff=False):
     if params["expiration_seconds"] < MIN_EXPIRATION_SECONDS:
         raise ConfigError("expiration_seconds is %d: kube-apiserver issues tokens for at least %d seconds (10 minutes)."
                           % (params["expiration_seconds"], MIN_EXPIRATION_SECONDS))
-    path = find_kubeconfig(params["kubeconfig"])
-    credentials = Kubeconfig.load(path).credentials(params["context"])
-    server_ca = None
-    if params["server_ca"]:
-        server_ca = b"".join(_files.read_bytes(ca_path, "server CA certificate") for ca_path in params["server_ca"])
-    servers = [_kubernetes.server_url(server) for server in (params["api_servers"] or [credentials.server])]
+    _path, credentials, server_ca, servers = _kubernetes.api_targets(params)
     if params["state"] == "issued":
         return _issue(params, credentials, server_ca, servers[0], check_mode)
     if params["state"] == "legacy_report":
