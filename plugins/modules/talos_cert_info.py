@@ -121,7 +121,9 @@ entries:
       negative once expired, V(null) for keys), C(status) (V(ok), V(warn), V(expired), V(error), V(no expiry),
       V(untrusted) - a client certificate no CA on the nodes issued, so they refuse it - or V(stale) - a secrets bundle
       CA no node issues with, for example not written back after a rotation), and C(error) for V(error) entries; for
-      client certificates C(roles) (subject O, the Talos roles) and C(trusted); for secrets bundles C(in_cluster).
+      client certificates C(roles) (subject O, the Talos roles) and C(trusted) - a trusted client certificate that
+      outlives the CA that issued it counts down to that CA's expiry (C(not_after), C(days_left) and C(status) are the
+      CA's; C(certificate_not_after) keeps its own date, C(note) says so); for secrets bundles C(in_cluster).
   returned: always
   type: list
   elements: dict

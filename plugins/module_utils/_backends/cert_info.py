@@ -179,14 +179,28 @@ class Report:
                 continue  # the nodes could not be read: nothing to check against
             if role == "client certificate":
                 # Trusted when a CA the nodes hold (issuing or accepted) issued it; else the nodes refuse it.
-                entry["trusted"] = any(_pki.is_issued_by(pem, ca) for ca, _issuing in known.values())
+                issuers = [ca for ca, _issuing in known.values() if _pki.is_issued_by(pem, ca)]
+                entry["trusted"] = bool(issuers)
                 if not entry["trusted"] and entry["status"] != STATUS_EXPIRED:
                     entry["status"] = STATUS_UNTRUSTED
+                self._cap_at_issuer(entry, issuers)
             else:
                 # A bundle whose CA no node issues with any more is stale (e.g. not written back after a rotation).
                 entry["in_cluster"] = known.get(facts["fingerprint_sha256"], (None, False))[1]
                 if not entry["in_cluster"] and entry["status"] != STATUS_EXPIRED:
                     entry["status"] = STATUS_STALE
+
+    def _cap_at_issuer(self, entry, issuers):
+        """A client certificate stops working when the CA that issued it expires, whatever its own notAfter says: its
+        entry counts down to the earlier of the two (`certificate_not_after` keeps its own date)."""
+        issuer_ends = sorted(_pki.describe_certificate(ca)["not_after"] for ca in issuers)
+        # With the same CA certificate accepted twice (reissued with the same key), the latest one keeps it working.
+        if not issuer_ends or issuer_ends[-1] >= entry["not_after"]:
+            return
+        days = days_left(issuer_ends[-1], self.now)
+        entry.update(certificate_not_after=entry["not_after"], not_after=issuer_ends[-1], days_left=days,
+                     status=status_of(days, self.params["warn_days"]),
+                     note="capped at the expiry of the CA that issued it: the nodes refuse it once that CA has expired")
 
     def result(self, per_node):
         alerts = [entry for entry in self.entries if entry["status"] in ALERTS]

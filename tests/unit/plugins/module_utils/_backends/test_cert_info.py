@@ -117,3 +117,35 @@ def test_credentials_the_nodes_refuse_and_a_stale_secrets_bundle_alert(secrets, 
     assert {entry["status"] for entry in by_file[str(current)]} == {"ok", "warn"}  # the 10-day etcd CA warns
     assert all(entry["in_cluster"] for entry in by_file[str(current)])
     assert [entry["status"] for entry in by_file[str(stale)]] == ["stale"] * 4
+
+
+def test_a_client_certificate_counts_down_to_the_expiry_of_the_ca_that_issued_it(tmp_path):
+    """A one-year admin certificate from a CA with 30 days left stops working in 30 days: the report says 30, not 365."""
+    short = sim_config.ClusterSecrets.generate("unit", {"os": datetime.timedelta(days=30)})
+    nodes = {"10.5.0.2": ({}, config(short, "controlplane", "v1.15.0"))}
+    client = sim_pki.talos_client_certificate(short.os_ca)
+    path = tmp_path / "talosconfig"
+    path.write_text(talosconfig_text(short.os_ca, client))
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    report = cert_info.Report(params(), now)
+    report.add_node_cas(nodes)
+    report.add_file(str(path), "talosconfig", cert_info._talosconfig_certificates)
+    entry = next(entry for entry in report.entries if entry["role"] == "client certificate")
+    ca_entry = next(entry for entry in report.entries if entry["kind"] == "talos" and entry["role"] == "issuing")
+    assert entry["trusted"] is True
+    assert entry["not_after"] == ca_entry["not_after"] and entry["days_left"] == ca_entry["days_left"] <= 30
+    assert entry["status"] == "warn"  # under the 90 warning days
+    assert cert_info.days_left(entry["certificate_not_after"], now) >= 360  # its own date is kept beside
+    assert "capped" in entry["note"]
+
+
+def test_a_client_certificate_that_ends_before_its_ca_keeps_its_own_date(secrets, tmp_path):
+    nodes = {"10.5.0.2": ({}, config(secrets, "controlplane", "v1.15.0"))}
+    path = tmp_path / "talosconfig"
+    path.write_text(talosconfig_text(secrets.os_ca, sim_pki.talos_client_certificate(secrets.os_ca)))
+    report = cert_info.Report(params(), datetime.datetime.now(datetime.timezone.utc))
+    report.add_node_cas(nodes)
+    report.add_file(str(path), "talosconfig", cert_info._talosconfig_certificates)
+    entry = next(entry for entry in report.entries if entry["role"] == "client certificate")
+    assert "certificate_not_after" not in entry and entry["status"] == "ok" and 360 <= entry["days_left"] <= 366
