@@ -7,11 +7,17 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import shutil
+import socket
+import stat
 import tempfile
+import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target
+from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_lock
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle, TalosConfig, TalosContext
@@ -154,7 +160,7 @@ def _run_service_account(params, check_mode):
                                      "signing key's public key (PEM), e.g. from talos_cluster_info's service_account.")
         previous = _previous_public_pem(params["previous_ca"])
         key = _pki.generate_service_account_key(params["algorithm"])
-        path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
+        path = throwaway_dir() if check_mode else params["path"]
         rotation = _rotation_store.create_service_account(path, previous, key)
         result.update(changed=True, throwaway=check_mode)
         rotation.record("key_generated", ca_fingerprint=rotation.ca_fingerprint,
@@ -289,11 +295,57 @@ def _create(params, check_mode):
     new_ca = _pki.generate_ca(params["kind"], params["algorithm"], validity_hours=params["validity_hours"], marker=marker)
     # Check mode must not touch the rotation directory, yet later dry runs need a CA with a key:
     # a throwaway CA no node will ever trust goes to a private temp dir instead.
-    path = tempfile.mkdtemp(prefix="talosops-pki-check-") + "/ca" if check_mode else params["path"]
+    path = throwaway_dir() if check_mode else params["path"]
     previous_crt = _pki.split_pem_certificates(previous)[0]
     # The old CA's key lands with the new CA, before any node sees either: a rollback issues with it again.
     previous_key = None if check_mode else _previous_ca_key(params, previous_crt)
     return _rotation_store.create(path, params["kind"], previous_crt, new_ca, previous_ca_key=previous_key)
+
+
+THROWAWAY_PREFIX = "talosops-pki-check-"
+THROWAWAY_OWNER = "owner.json"
+# A throwaway folder whose owner cannot be told (written by an older version) is swept once it is this old.
+THROWAWAY_MAX_AGE = 86400
+
+
+def throwaway_dir(tmp=None):
+    """A private folder for a check-mode CA (its path + /ca), which no node will ever trust.
+
+    The role deletes it at the end of a check run; a check run that failed or was killed left it behind, with a key
+    in it. So each new one first sweeps the folders of check runs that are over: the ansible-playbook process that
+    made it (owner.json) is gone from this host (or, without owner.json, the folder is a day old)."""
+    tmp = tmp or tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        folder = os.path.join(tmp, name)
+        if name.startswith(THROWAWAY_PREFIX) and _throwaway_is_over(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+    folder = tempfile.mkdtemp(prefix=THROWAWAY_PREFIX, dir=tmp)
+    owner = {"pid": rotation_lock.owner_pid(), "host": socket.gethostname()}
+    with open(os.path.join(folder, THROWAWAY_OWNER), "w", encoding="utf-8") as handle:
+        json.dump(owner, handle)
+    return folder + "/ca"
+
+
+def _throwaway_is_over(folder):
+    try:
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False  # another user's, or not a folder this module made: never touched
+        with open(os.path.join(folder, THROWAWAY_OWNER), encoding="utf-8") as handle:
+            owner = json.load(handle)
+    except FileNotFoundError:
+        return time.time() - info.st_mtime > THROWAWAY_MAX_AGE
+    except (OSError, ValueError):
+        return False
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _keep_previous_ca_key(rotation, params):
