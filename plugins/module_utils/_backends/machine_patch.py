@@ -23,7 +23,11 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
 )
 
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
-    "node": {"type": "str", "required": True},
+    "node": {"type": "str"},
+    "nodes": {"type": "list", "elements": "str"},
+    "node_names": {"type": "dict", "default": {}},
+    "wave_size": {"type": "int", "default": 0},
+    "concurrency": {"type": "int", "default": 50},
     "phase": {"type": "str", "required": True, "choices": list(_rotation.PHASES) + list(_rotation.ROLLBACK_PHASES)},
     "ca": {"type": "str", "default": "talos", "choices": ["talos", "kubernetes", "aggregator", "service_account"]},
     "rotation_dir": {"type": "path", "required": True},
@@ -37,9 +41,39 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
     "claim_settle": {"type": "float", "default": 2.0},
     "claim_deadline": {"type": "float", "default": 60.0},
 }))
+ARGUMENT_RULES = {"mutually_exclusive": [("node", "nodes")], "required_one_of": [("node", "nodes")]}
 
 
 def run(params, check_mode=False, diff=False):
+    _check_params(params)
+    rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"])
+    if rotation is None:
+        raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
+    target = Target(params)
+    if params.get("nodes") is None:
+        return _run_single(params, target, rotation, check_mode, diff)
+    if check_mode:  # a dry run changes nothing: no run to outlive
+        return run_async(_run_waves(params, target, rotation, check_mode, diff))
+    # Applies only while the run that asked for them lives; the run's lock stays until this task is done.
+    with RunGuard(params.get("rotation_lock")) as guard:
+        return run_async(_run_waves(params, target, rotation, check_mode, diff, guard=guard.check))
+
+
+def _check_params(params):
+    """Refusals that need no node: before anything is read or changed."""
+    if (params.get("node") is None) == (params.get("nodes") is None):
+        raise ConfigError("give exactly one of node (one node) and nodes (a list of node addresses, patched in waves).")
+    if params.get("nodes") is not None:
+        nodes = params["nodes"]
+        if not nodes:
+            raise ConfigError("nodes is empty: give the addresses of the nodes to patch (or node for one node).")
+        duplicates = sorted({node for node in nodes if nodes.count(node) > 1})
+        if duplicates:
+            raise ConfigError("nodes lists %s more than once: give each node once." % ", ".join(duplicates))
+        if params.get("wave_size", 0) < 0:
+            raise ConfigError("wave_size must be 0 (all nodes in one wave) or a positive number of nodes per wave.")
+        if params.get("concurrency", 50) < 1:
+            raise ConfigError("concurrency must be at least 1 (the number of nodes of a wave patched at once).")
     if params["wait_kubelet"] and params["ca"] != "kubernetes":
         raise ConfigError("wait_kubelet needs ca=kubernetes: only a Kubernetes CA change restarts the kubelet; a Talos API CA "
                           "change would leave the wait to time out.")
@@ -50,18 +84,27 @@ def run(params, check_mode=False, diff=False):
             raise ConfigError("claim is part of the accept phase: the first patch of a rotation claims the cluster. Use phase=accept.")
         if params["claim_settle"] <= 0 or params["claim_deadline"] < params["claim_settle"]:
             raise ConfigError("claim_settle must be a positive number of seconds, and claim_deadline at least as long.")
-    rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"])
-    if rotation is None:
-        raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
-    target = Target(params)
+
+
+def _run_single(params, target, rotation, check_mode, diff):
+    """node: one node, its result at the top level (the module's first mode, unchanged)."""
+    node = params["node"]
+
+    async def one(guard=None):
+        async with target.client() as client:
+            return await _patch_node(params, node, target, client, rotation, check_mode, diff, guard=guard,
+                                     claim=bool(params.get("claim")))
+    if check_mode:
+        return run_async(one())
+    with RunGuard(params.get("rotation_lock")) as guard:
+        return run_async(one(guard.check))
+
+
+async def _patch_node(params, node, target, client, rotation, check_mode, diff, guard=None, claim=False):
+    """One node to the phase's state; started/finished added; its node_patched audit entry written when it changed."""
     started = time.time()
     patch = _patch_service_account if params["ca"] == _pki.KIND_SERVICE_ACCOUNT else _patch
-    if check_mode:  # a dry run changes nothing: no run to outlive
-        result = run_async(patch(params, target, rotation, check_mode, diff))
-    else:
-        # Applies only while the run that asked for them lives; the run's lock stays until this process is done.
-        with RunGuard(params.get("rotation_lock")) as guard:
-            result = run_async(patch(params, target, rotation, check_mode, diff, guard=guard.check))
+    result = await patch(params, node, target, client, rotation, check_mode, diff, guard=guard, claim=claim)
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
     if result["changed"] and not check_mode:
@@ -79,56 +122,141 @@ def run(params, check_mode=False, diff=False):
     return result
 
 
-async def _patch(params, target, rotation, check_mode, diff, guard=None):
-    node, kind, phase = params["node"], params["ca"], params["phase"]
-    new_ca, old_crt = rotation.ca(), rotation.previous_ca_cert()
-    async with target.client() as client:
-        config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-        _check_machine_type(node, config.machine_type, params["machine_type"])
-        current = config.get_ca(kind)
-        before = _node_cas(current)
-        if phase in _rotation.ROLLBACK_PHASES:
-            issuing, accepted = _rotation.rollback_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
-                                                         node=node, preview=check_mode)
-        else:
-            issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
-                                                        node=node, preview=check_mode, remove_strays=params["remove_stray_cas"])
-        result = {
-            "node": node,
-            "machine_type": config.machine_type,
-            "phase": phase,
-            "progress_before": _rotation.progress(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint),
-            "stray_ca_fingerprints": list(_rotation.strays(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)),
-        }
-        after = _rotation.NodeCAs(issuing, accepted)
-        result["progress_after"] = _rotation.progress(after, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
-        result["issuing_ca_fingerprint"], result["accepted_ca_fingerprints"] = issuing, list(accepted)
-        claim = _Claim(params, rotation, new_ca.crt, guard) if params.get("claim") and not check_mode else None
-        resumed = claim.check_before(current, before) if claim is not None else False
-        if after == before:
-            if claim is not None:
-                result["claim"] = await claim.settle(client, node, resumed)
-            return dict(result, changed=False, warnings=_claim_warnings(result))
+def waves_of(nodes, wave_size, claim=False):
+    """The waves, in order: with claim the first node alone first; then `wave_size` nodes at a time (0: all at once)."""
+    nodes = list(nodes)
+    waves = []
+    if claim and nodes:
+        waves.append(nodes[:1])
+        nodes = nodes[1:]
+    size = wave_size or len(nodes) or 1
+    waves.extend(nodes[start:start + size] for start in range(0, len(nodes), size))
+    return waves
 
-        certificates = _certificates_by_fingerprint(current, old_crt, new_ca.crt)
-        control_plane = config.machine_type != "worker"
-        if issuing == rotation.ca_fingerprint and before.issuing != issuing:
-            issuing_key = new_ca.key if control_plane else None  # workers never hold a CA key
-        elif issuing == rotation.previous_ca_fingerprint and before.issuing != issuing:
-            # A rollback's swap back: the old CA issues again, with the key kept in the rotation directory.
-            issuing_key = rotation.previous_ca().key if control_plane else None
-        else:
-            issuing_key = current.issuing_key
-        # A node without an issuing CA field (v1.14+ worker, Kubernetes CA) keeps that shape: issuing stays None.
-        desired = (certificates[issuing] if issuing else None, issuing_key, tuple(certificates[fp] for fp in accepted))
-        if kind == "talos" and not check_mode:  # a dry run locks nobody out
-            _refuse_lockout(node, target.credentials.crt, desired)
-        config.set_ca(kind, *desired)
-        applied, kubelet = await _apply(client, node, config, params, before, after, "the %s phase" % phase, check_mode, guard)
-        if kubelet is not None:
-            result["kubelet"] = kubelet
+
+async def _run_waves(params, target, rotation, check_mode, diff, guard=None):
+    """nodes: every node through one client and one run guard, wave after wave; a wave's nodes concurrently (at most
+    `concurrency` in flight); the next wave only once every node of this one succeeded."""
+    label = labeller(params.get("node_names") or {})
+    claim = bool(params.get("claim"))
+    limit = asyncio.Semaphore(params["concurrency"])
+    outcomes, failures, waves = {}, {}, []
+
+    async def one(node, claiming):
+        async with limit:
+            started = time.time()
+            try:
+                result = await _patch_node(params, node, target, client, rotation, check_mode, diff, guard=guard, claim=claiming)
+            except TalosPKIError as error:
+                failures[node] = redact(str(error))
+                return
+            result.update(name=(params.get("node_names") or {}).get(node) or node,
+                          seconds=round(result["finished"] - started, 3))
+            outcomes[node] = result
+
+    async with target.client() as client:
+        for index, wave in enumerate(waves_of(params["nodes"], params["wave_size"], claim), start=1):
+            wave_started = time.time()
+            claiming = claim and index == 1
+            gathered = await asyncio.gather(*(one(node, claiming) for node in wave), return_exceptions=True)
+            wave_finished = time.time()
+            unexpected = [error for error in gathered if isinstance(error, BaseException)]
+            entry = {"nodes": list(wave), "started": round(wave_started, 3), "finished": round(wave_finished, 3),
+                     "seconds": round(wave_finished - wave_started, 3),
+                     "changed_nodes": [node for node in wave if outcomes.get(node, {}).get("changed")]}
+            waves.append(entry)
+            if not check_mode:
+                rotation.record("wave_patched", ca=params["ca"], phase=params["phase"], machine_type=params["machine_type"],
+                                wave=index, nodes=entry["nodes"], changed_nodes=entry["changed_nodes"],
+                                failed_nodes=[node for node in wave if node in failures or node not in outcomes],
+                                started=entry["started"], finished=entry["finished"], seconds=entry["seconds"])
+            if unexpected:
+                raise unexpected[0]
+            if failures:
+                break
+    return _wave_result(params, outcomes, failures, waves, label, diff)
+
+
+def _wave_result(params, outcomes, failures, waves, label, diff):
+    nodes = [outcomes[node] for node in params["nodes"] if node in outcomes]
+    result = {
+        "changed": any(entry["changed"] for entry in nodes),
+        "phase": params["phase"],
+        "nodes": nodes,
+        "waves": waves,
+        "changed_nodes": [entry["node"] for entry in nodes if entry["changed"]],
+        "failed_nodes": [node for node in params["nodes"] if node in failures],
+        "warnings": ["%s: %s" % (label(entry["node"]), text) for entry in nodes for text in entry.get("warnings") or []],
+    }
+    if diff:
+        result["diff"] = [entry.pop("diff") for entry in nodes if "diff" in entry]
+    if failures:
+        not_started = [node for node in params["nodes"] if node not in outcomes and node not in failures]
+        result.update(failed=True, msg="%d of %d node(s) of the %s phase of the %s CA rotation failed, so no further wave was "
+                      "started%s. %s. Fix what is named, then rerun: the rotation resumes from the nodes' state." % (
+                          len(failures), len(params["nodes"]), params["phase"], params["ca"],
+                          " (not patched: %s)" % ", ".join(label(node) for node in not_started) if not_started else "",
+                          "; ".join("%s: %s" % (label(node), failures[node]) for node in params["nodes"] if node in failures)))
+    return result
+
+
+def labeller(names):
+    """node address -> "inventory name (address)" when the inventory name is known and differs, else the address."""
+    def label(node):
+        name = names.get(node)
+        return "%s (%s)" % (name, node) if name and name != node else node
+    return label
+
+
+async def _patch(params, node, target, client, rotation, check_mode, diff, guard=None, claim=False):
+    kind, phase = params["ca"], params["phase"]
+    new_ca, old_crt = rotation.ca(), rotation.previous_ca_cert()
+    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+    _check_machine_type(node, config.machine_type, params["machine_type"])
+    current = config.get_ca(kind)
+    before = _node_cas(current)
+    if phase in _rotation.ROLLBACK_PHASES:
+        issuing, accepted = _rotation.rollback_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
+                                                     node=node, preview=check_mode)
+    else:
+        issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
+                                                    node=node, preview=check_mode, remove_strays=params["remove_stray_cas"])
+    result = {
+        "node": node,
+        "machine_type": config.machine_type,
+        "phase": phase,
+        "progress_before": _rotation.progress(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint),
+        "stray_ca_fingerprints": list(_rotation.strays(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)),
+    }
+    after = _rotation.NodeCAs(issuing, accepted)
+    result["progress_after"] = _rotation.progress(after, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
+    result["issuing_ca_fingerprint"], result["accepted_ca_fingerprints"] = issuing, list(accepted)
+    claim = _Claim(params, node, rotation, new_ca.crt, guard) if claim and not check_mode else None
+    resumed = claim.check_before(current, before) if claim is not None else False
+    if after == before:
         if claim is not None:
-            result["claim"] = await claim.settle(client, node)
+            result["claim"] = await claim.settle(client, node, resumed)
+        return dict(result, changed=False, warnings=_claim_warnings(result))
+
+    certificates = _certificates_by_fingerprint(current, old_crt, new_ca.crt)
+    control_plane = config.machine_type != "worker"
+    if issuing == rotation.ca_fingerprint and before.issuing != issuing:
+        issuing_key = new_ca.key if control_plane else None  # workers never hold a CA key
+    elif issuing == rotation.previous_ca_fingerprint and before.issuing != issuing:
+        # A rollback's swap back: the old CA issues again, with the key kept in the rotation directory.
+        issuing_key = rotation.previous_ca().key if control_plane else None
+    else:
+        issuing_key = current.issuing_key
+    # A node without an issuing CA field (v1.14+ worker, Kubernetes CA) keeps that shape: issuing stays None.
+    desired = (certificates[issuing] if issuing else None, issuing_key, tuple(certificates[fp] for fp in accepted))
+    if kind == "talos" and not check_mode:  # a dry run locks nobody out
+        _refuse_lockout(node, target.credentials.crt, desired)
+    config.set_ca(kind, *desired)
+    applied, kubelet = await _apply(client, node, config, params, before, after, "the %s phase" % phase, check_mode, guard)
+    if kubelet is not None:
+        result["kubelet"] = kubelet
+    if claim is not None:
+        result["claim"] = await claim.settle(client, node)
     # What a node says may quote its config: tokens, cluster secrets and keys are masked before anyone sees it.
     result.update(changed=True, apply_mode=applied.get("mode"),
                   warnings=[redact(text) for text in applied.get("warnings") or []] + _claim_warnings(result))
@@ -167,8 +295,8 @@ class _Claim:
     their runs have taken their CAs off (claim_deadline), then go on.
     """
 
-    def __init__(self, params, rotation, crt, guard=None):
-        self.params, self.rotation, self.kind, self.guard = params, rotation, params["ca"], guard
+    def __init__(self, params, node, rotation, crt, guard=None):
+        self.params, self.node, self.rotation, self.kind, self.guard = params, node, rotation, params["ca"], guard
         self.mine = _claim.marked(crt) or _claim.MarkedCA(rotation.ca_fingerprint, {"created": rotation.created})
         self.ignored = set()
 
@@ -187,7 +315,7 @@ class _Claim:
         if self.mine.fingerprint in node_cas.accepted + (node_cas.issuing,):
             return True
         if winners or losers:
-            self._give_up(winners + losers, "claimed the cluster first: it is on %s already" % self.params["node"])
+            self._give_up(winners + losers, "claimed the cluster first: it is on %s already" % self.node)
         return False
 
     async def settle(self, client, node, resumed=False):
@@ -247,38 +375,37 @@ class _Claim:
                 ", ".join(sorted({ca.marker.get("host") or "?" for ca in rivals})) or "its controller"))
 
 
-async def _patch_service_account(params, target, rotation, check_mode, diff, guard=None):
+async def _patch_service_account(params, node, target, client, rotation, check_mode, diff, guard=None, claim=False):  # pylint: disable=unused-argument
     """The service-account keys of one control plane (KubeServiceAccountConfig issuer.privateKey / accepted.publicKeys) to
     the state of one phase; progress read from the live fields, as public-key fingerprints."""
-    node, phase = params["node"], params["phase"]
+    phase = params["phase"]
     if phase in _rotation.ROLLBACK_PHASES:
         raise ConfigError("phase %s does not apply to ca=service_account: the replaced signing key is not kept (only its public "
                           "key), so control planes cannot sign with it again. Finish the rotation instead; nothing was "
                           "changed." % phase)
     old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
-    async with target.client() as client:
-        config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-        _check_machine_type(node, config.machine_type, params["machine_type"])
-        current = service_account_fields(node, config)
-        before = _rotation.NodeCAs(_pki.public_key_fingerprint(current.signing_key, "signing key of %s" % node),
-                                   tuple(_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in current.accepted))
-        issuing, accepted = _rotation.desired_state(phase, before, old, new, node=node, preview=check_mode,
-                                                    remove_strays=params["remove_stray_cas"])
-        after = _rotation.NodeCAs(issuing, accepted)
-        result = {
-            "node": node, "machine_type": config.machine_type, "phase": phase,
-            "progress_before": _rotation.progress(before, old, new), "progress_after": _rotation.progress(after, old, new),
-            "stray_ca_fingerprints": list(_rotation.strays(before, old, new)),
-            "issuing_ca_fingerprint": issuing, "accepted_ca_fingerprints": list(accepted),
-        }
-        if after == before:
-            return dict(result, changed=False)
-        publics = dict(zip(before.accepted, current.accepted))
-        publics.update({old: rotation.previous_public_key(), new: rotation.public_key()})
-        signing_key = rotation.signing_key() if issuing == new else current.signing_key
-        config.set_service_account(signing_key, [publics[fp] for fp in accepted])
-        applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
-                                                   guard=guard)
+    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+    _check_machine_type(node, config.machine_type, params["machine_type"])
+    current = service_account_fields(node, config)
+    before = _rotation.NodeCAs(_pki.public_key_fingerprint(current.signing_key, "signing key of %s" % node),
+                               tuple(_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in current.accepted))
+    issuing, accepted = _rotation.desired_state(phase, before, old, new, node=node, preview=check_mode,
+                                                remove_strays=params["remove_stray_cas"])
+    after = _rotation.NodeCAs(issuing, accepted)
+    result = {
+        "node": node, "machine_type": config.machine_type, "phase": phase,
+        "progress_before": _rotation.progress(before, old, new), "progress_after": _rotation.progress(after, old, new),
+        "stray_ca_fingerprints": list(_rotation.strays(before, old, new)),
+        "issuing_ca_fingerprint": issuing, "accepted_ca_fingerprints": list(accepted),
+    }
+    if after == before:
+        return dict(result, changed=False)
+    publics = dict(zip(before.accepted, current.accepted))
+    publics.update({old: rotation.previous_public_key(), new: rotation.public_key()})
+    signing_key = rotation.signing_key() if issuing == new else current.signing_key
+    config.set_service_account(signing_key, [publics[fp] for fp in accepted])
+    applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
+                                               guard=guard)
     result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
     if check_mode:
         result["dry_run_summary"] = redact(applied.get("mode_details", ""))
