@@ -35,6 +35,7 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
 )
 
 KIND_SERVICE_ACCOUNT = _pki.KIND_SERVICE_ACCOUNT
+KIND_KUBERNETES = _pki.KIND_KUBERNETES
 
 
 class CAState(NamedTuple):
@@ -143,12 +144,12 @@ def plan(state, kind, rotation, phase, remove_strays=False, preview=False):
 
     Refusals (remove before swap, a rollback past remove, a foreign CA) name the node; `preview` (check mode) plans a later
     phase on a node that is behind as if the earlier phases had run."""
+    if kind == KIND_SERVICE_ACCOUNT and phase in _rotation.ROLLBACK_PHASES:
+        raise ConfigError(ROLLBACK_SERVICE_ACCOUNT % phase)
     old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
     current = state.ca(kind)
     before = current.cas
     if phase in _rotation.ROLLBACK_PHASES:
-        if kind == KIND_SERVICE_ACCOUNT:
-            raise ConfigError(ROLLBACK_SERVICE_ACCOUNT % phase)
         issuing, accepted = _rotation.rollback_state(phase, before, old, new, node=state.node, preview=preview)
     else:
         issuing, accepted = _rotation.desired_state(phase, before, old, new, node=state.node, preview=preview,
@@ -233,7 +234,8 @@ class NodeService:
         state.set(target.kind, target.desired)
         data = state.config.to_bytes()
         step = step or "the %s phase" % target.phase
-        if wait_kubelet and not self.dry_run and bundle(target.before) != bundle(target.after):
+        # Talos restarts the kubelet when the node's Kubernetes CA bundle changes; nothing else restarts it.
+        if wait_kubelet and target.kind == KIND_KUBERNETES and not self.dry_run and bundle(target.before) != bundle(target.after):
             async with KubeletWatch(self.client, state.node, self.kubelet_timeout, "%s of the Kubernetes CA rotation" % step) as kubelet:
                 await kubelet.wait_ready()
                 applied = await self.client.apply_configuration(data, node=state.node, mode=self.apply_mode, guard=self.guard)
