@@ -164,9 +164,11 @@ async def _run_waves(params, nodes, target, rotation, check_mode, diff, guard=No
                      "seconds": round(finished - started, 3),
                      "changed_nodes": [node for node in wave if outcome.results.get(node, {}).get("changed")]}
             outcome.waves.append(entry)
-            if record_waves and not check_mode:
+            failed = [node for node in wave if node not in outcome.results]
+            # Like every audit line, for a real change only: a wave that moved a node, or where one failed (and may have).
+            if record_waves and not check_mode and (entry["changed_nodes"] or failed):
                 rotation.record("wave_patched", ca=params["ca"], phase=params["phase"], machine_type=params["machine_type"],
-                                wave=index, failed_nodes=[node for node in wave if node not in outcome.results], **entry)
+                                wave=index, failed_nodes=failed, **entry)
             unexpected = [error for error in gathered if isinstance(error, BaseException)]
             if unexpected:  # not a refusal or an API error: a bug, reported as such by the caller
                 raise unexpected[0]

@@ -80,8 +80,10 @@ def test_workers_in_waves_of_two_one_client_one_guard(cluster):
         (1, WORKERS[0:2], WORKERS[0:2], []), (2, WORKERS[2:4], WORKERS[2:4], []), (3, WORKERS[4:6], WORKERS[4:6], [])]
     assert all(wave["ca"] == "talos" and wave["phase"] == "accept" and wave["machine_type"] == "worker" for wave in waves)
     # A rerun resumes from the live state: nothing left to change.
+    lines = len(audit(rotation))
     again = machine_patch.run(params(rotation, nodes=WORKERS, wave_size=2))
     assert not again["changed"] and all(entry["progress_before"] == "accepted" for entry in again["nodes"])
+    assert len(audit(rotation)) == lines  # a run that changes nothing adds no audit line
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 4])
