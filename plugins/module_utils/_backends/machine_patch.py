@@ -10,6 +10,7 @@ A thin runner over the node service (_node_service): per node read, type check, 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _node_service, _pki, _rotation, _rotation_store
@@ -77,7 +78,7 @@ def _check_params(params):
         nodes = params["nodes"]
         if not nodes:
             raise ConfigError("nodes is empty: give the addresses of the nodes to patch (or node for one node).")
-        duplicates = sorted({node for node in nodes if nodes.count(node) > 1})
+        duplicates = sorted(node for node, count in collections.Counter(nodes).items() if count > 1)
         if duplicates:
             raise ConfigError("nodes lists %s more than once: give each node once." % ", ".join(duplicates))
         if params.get("wave_size", 0) < 0:
