@@ -16,6 +16,7 @@ import time
 from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _node_service, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
+from ansible_collections.talosops.pki.plugins.module_utils._backends.cluster_info import node_label
 from ansible_collections.talosops.pki.plugins.module_utils._backends.rotation_lock import RunGuard
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
@@ -179,7 +180,8 @@ async def _run_waves(params, nodes, target, rotation, check_mode, diff, guard=No
 
 
 def _wave_result(params, outcome, diff):
-    label = labeller(params.get("node_names") or {})
+    def label(node):
+        return node_label(node, params)
     nodes = []
     for node in params["nodes"]:
         if node in outcome.results:
@@ -206,14 +208,6 @@ def _wave_result(params, outcome, diff):
                           "; ".join("%s: %s" % (label(node), redact(str(outcome.failures[node])).rstrip("."))
                                     for node in params["nodes"] if node in outcome.failures)))
     return result
-
-
-def labeller(names):
-    """node address -> "inventory name (address)" when the inventory name is known and differs, else the address."""
-    def label(node):
-        name = names.get(node)
-        return "%s (%s)" % (name, node) if name and name != node else node
-    return label
 
 
 async def _patch(service, params, node, rotation, client_crt, diff, claim=False):
