@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: talos_machine_patch
-short_description: Bring one Talos node's CA fields to the state of a rotation phase
+short_description: Bring Talos nodes' CA fields to the state of a rotation phase, one node or waves of nodes
 version_added: 0.1.0
 description:
   - Reads the node's active machine configuration through the Talos API, brings the CA fields of one CA to the state of
@@ -28,6 +28,11 @@ description:
   - With O(wait_kubelet) (Kubernetes CA only), watches the node's kubelet service from before the change, waits for it to
     be running and healthy, applies, then waits until the kubelet has restarted and is running and healthy again, within
     O(kubelet_timeout). Talos restarts the kubelet whenever the node's Kubernetes CA bundle changes.
+  - "With O(nodes) instead of O(node), one task patches many nodes in waves: O(wave_size) nodes at a time, in the given
+    order, the nodes of a wave concurrently (at most O(concurrency) in flight) through one connection to the endpoints. The
+    next wave starts only when every node of the wave succeeded. When nodes of a wave fail, the task fails naming every one
+    of them (inventory name from O(node_names), and address) with its reason, reports the nodes that did succeed in
+    RV(nodes), and starts no further wave; a rerun resumes from the nodes' live state."
 extends_documentation_fragment:
   - talosops.pki._encryption
   - talosops.pki._auth
@@ -45,8 +50,33 @@ options:
   node:
     description:
       - Address of the node to patch (IP or host name as the endpoints know it).
+      - Exactly one of O(node) and O(nodes) is required.
     type: str
-    required: true
+  nodes:
+    description:
+      - Addresses of the nodes to patch in waves, in this order (control planes before workers are separate tasks).
+      - Every node is checked against O(machine_type). Each changed node gets its C(node_patched) entry in the audit log as
+        soon as it is patched, and each wave a C(wave_patched) entry (not in check mode).
+      - Exactly one of O(node) and O(nodes) is required.
+    type: list
+    elements: str
+  node_names:
+    description:
+      - Inventory name of each node address, used in messages (C(name (address))) and as C(name) in RV(nodes).
+      - Nodes missing from it are named by their address.
+    type: dict
+    default: {}
+  wave_size:
+    description:
+      - With O(nodes), how many nodes make one wave; V(0) puts every node in one wave.
+      - With O(claim), the first node is patched alone first, with the claim, then the other nodes in waves.
+    type: int
+    default: 0
+  concurrency:
+    description:
+      - With O(nodes), at most this many nodes of a wave are patched at once (kubelet waits included).
+    type: int
+    default: 50
   phase:
     description:
       - Rotation phase whose state the node must reach.
@@ -184,17 +214,35 @@ EXAMPLES = r"""
     node: 10.5.0.3
     phase: rollback_swap
     rotation_dir: /var/lib/talos-rotation/talos
+
+- name: Make the new Talos CA the issuing CA on every worker in one task, in waves of 20
+  talosops.pki.talos_machine_patch:
+    talosconfig: /var/lib/talos-rotation/talos/talosconfig
+    nodes: "{{ groups['worker'] | map('extract', hostvars, 'talos_node_address') }}"
+    node_names: "{{ dict(groups['worker'] | map('extract', hostvars, 'talos_node_address') | zip(groups['worker'])) }}"
+    machine_type: worker
+    phase: swap
+    rotation_dir: /var/lib/talos-rotation/talos
+    wave_size: 20
+    rotation_lock: /var/lib/talos-rotation
+  run_once: true
+  register: swapped
+
+- name: Show how long each wave took
+  ansible.builtin.debug:
+    msg: "{{ swapped.waves | map(attribute='seconds') }}"
+  run_once: true
 """
 
 RETURN = r"""
 node:
   description: The node patched.
-  returned: always
+  returned: with O(node)
   type: str
   sample: 10.5.0.3
 machine_type:
   description: The node's C(machine.type).
-  returned: always
+  returned: with O(node)
   type: str
   sample: controlplane
 phase:
@@ -204,38 +252,38 @@ phase:
   sample: accept
 progress_before:
   description: Where the node stood - V(pending), V(accepted), V(swapped) or V(removed).
-  returned: always
+  returned: with O(node)
   type: str
   sample: pending
 progress_after:
   description: Where the node stands after the patch (or would, in check mode).
-  returned: always
+  returned: with O(node)
   type: str
   sample: accepted
 started:
   description: When the task started, in seconds since the epoch (UTC); with C(finished), a phase's wall time across hosts.
-  returned: success
+  returned: with O(node), on success
   type: float
   sample: 1795430000.125
 finished:
   description: When the task finished, in seconds since the epoch (UTC).
-  returned: success
+  returned: with O(node), on success
   type: float
   sample: 1795430002.5
 issuing_ca_fingerprint:
   description: SHA-256 fingerprint of the node's issuing CA after the patch; V(null) on a node without an issuing CA field.
-  returned: always
+  returned: with O(node)
   type: str
 accepted_ca_fingerprints:
   description: SHA-256 fingerprints of the node's accepted CAs after the patch.
-  returned: always
+  returned: with O(node)
   type: list
   elements: str
 stray_ca_fingerprints:
   description:
     - Accepted CAs that are neither the previous nor the new CA, found before the change (for example left by an aborted
       C(talosctl rotate-ca)). Kept, unless O(remove_stray_cas) drops them in the remove phase.
-  returned: always
+  returned: with O(node)
   type: list
   elements: str
 apply_mode:
@@ -258,6 +306,37 @@ dry_run_summary:
   description: The node's dry-run summary, with the configuration diff it computed (secrets masked by the node).
   returned: changed and in check mode
   type: str
+nodes:
+  description:
+    - With O(nodes), one result per node that was patched (or found already done), in the order of O(nodes) - the keys of
+      the one-node result (C(node), C(machine_type), C(phase), C(progress_before), C(progress_after),
+      C(issuing_ca_fingerprint), C(accepted_ca_fingerprints), C(stray_ca_fingerprints), C(changed), C(apply_mode),
+      C(kubelet), C(claim), C(dry_run_summary), C(warnings)) plus C(name) (inventory name), C(started), C(finished) and
+      C(seconds).
+    - Nodes that failed, or that were not started because an earlier wave failed, are not in it.
+  returned: with O(nodes)
+  type: list
+  elements: dict
+  sample: [{"node": "10.5.0.5", "name": "worker-1", "phase": "swap", "progress_before": "accepted", "progress_after": "swapped",
+            "changed": true, "seconds": 0.31}]
+waves:
+  description: With O(nodes), the waves started, in order - C(nodes) (addresses), C(started), C(finished) (seconds since
+    the epoch), C(seconds) and C(changed_nodes).
+  returned: with O(nodes)
+  type: list
+  elements: dict
+  sample: [{"nodes": ["10.5.0.5", "10.5.0.6"], "started": 1795430000.1, "finished": 1795430000.4, "seconds": 0.3,
+            "changed_nodes": ["10.5.0.5", "10.5.0.6"]}]
+changed_nodes:
+  description: With O(nodes), the addresses of the nodes changed (or that would change, in check mode).
+  returned: with O(nodes)
+  type: list
+  elements: str
+failed_nodes:
+  description: With O(nodes), the addresses of the nodes that failed (the task then fails, naming each one and why).
+  returned: with O(nodes)
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule

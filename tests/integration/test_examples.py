@@ -143,7 +143,12 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
                         # The rollback examples, as dry runs: the rotation goes on forward below.
                         example("talos_ca_generate", 2, check_mode=True)]),
         play(cluster.controlplanes[1].name, [example("talos_machine_patch", 2, check_mode=True, diff=True)]),
-        *patch_setup("swap", "talos", talos_dir, talos_dir + "/talosconfig"),
+        patch_setup("swap", "talos", talos_dir, talos_dir + "/talosconfig")[0],  # the control planes
+        play(everyone, [example("talos_machine_patch", 3), example("talos_machine_patch", 4), {  # the workers, in one task
+            "name": "setup | every worker swapped in that task", "ansible.builtin.assert": {
+                "that": ["swapped.changed_nodes | length == groups['worker'] | length", "swapped.failed_nodes == []",
+                         "swapped.nodes | map(attribute='progress_after') | unique == ['swapped']"]},
+            "run_once": True}]),
         *patch_setup("remove", "talos", talos_dir, talos_dir + "/talosconfig"),
         play(everyone, [example("talos_verify", 1), example("talos_ca_generate", 1)]),
     ]
