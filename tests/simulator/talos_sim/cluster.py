@@ -41,6 +41,9 @@ class SimCluster:
     subnet: "127.A.B" (or "127.A.B.0/24") to choose the /24; None picks a free one.
     controller_delay: seconds between an applied config and the controllers reacting to it
     (certificate reissue, trustd, kubelet restart). Talos does this asynchronously.
+    apply_delay: seconds every ApplyConfiguration that is not a dry run takes on every node (inside the node's apply
+    lock, before the configuration takes effect), as machined takes to validate, persist and activate one; reads,
+    dry runs and every other call stay as fast as they are. Benchmarks use 0.15.
     split_members: emulate the Kubernetes discovery registry, where a control plane's Members
     lists only control planes and a worker's only workers (off: discovery service, all nodes).
     init_node: the first control plane has machine.type init, as clusters bootstrapped before Talos v1.x still do.
@@ -57,7 +60,8 @@ class SimCluster:
                  kubelet_restart_delay: float = 0.2, subnet: str | None = None, *, name: str = "talos-sim",
                  kubernetes_version: str = "v1.34.1", controller_delay: float = 0.0, reboot_duration: float = 1.0,
                  trustd_retry_interval: float = 1.0, split_members: bool = False, vip: bool = False,
-                 discovery: bool = True, init_node: bool = False, ca_validity: dict | None = None):
+                 discovery: bool = True, init_node: bool = False, ca_validity: dict | None = None,
+                 apply_delay: float = 0.0):
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
         if controlplanes + workers > MAX_NODES - (1 if vip else 0):
@@ -66,6 +70,9 @@ class SimCluster:
         self.kubernetes_version = kubernetes_version
         self.kubelet_restart_delay = kubelet_restart_delay
         self.controller_delay = controller_delay
+        if apply_delay < 0:
+            raise ValueError("apply_delay is a number of seconds, at least 0")
+        self.apply_delay = float(apply_delay)
         self.reboot_duration = reboot_duration
         self.trustd_retry_interval = trustd_retry_interval
         self.split_members = split_members
