@@ -16,9 +16,15 @@ On simulated clusters whose config applies take --apply-delay (150 ms) each, on 
 Each cluster is fresh (nothing carries over between measurements). PASS/MISS per target; timings are never asserted
 (tests/integration/test_bench_phase_engine.py only runs this in its --quick mode). Exit code 1 when a run failed.
 
-Before the phase engine (main at ddfbee8, talos_machine_patch one node per host, 2-core machine shared with other
-work, --apply-delay 0.15, -f 5):
-    see BEFORE below (filled in from the run recorded in the h14c report).
+Before the phase engine: main at ddfbee8 (one talos_machine_patch per host and phase), all defaults (-f 5, applies
+150 ms), on a 2-core machine shared with other test runs (load average 5 to 8 during the run, so every number is
+slower than on an idle machine, the CPU-bound playbook more than the mostly waiting baseline):
+    MISS Talos 3 + 97 vs one node at a time       123.3 s vs 86.7 s = 0.70x     target >= 4x
+    PASS Talos 3 + 297 vs 3 + 97                  351.5 s vs 123.3 s = 2.85x    target <= 3x
+    PASS Talos 3 + 297 peak controller memory     624 MiB (3 + 97: 438 MiB)     target < 1024 MiB
+    MISS Kubernetes 3 + 20 vs one node at a time  98.0 s vs 221.1 s = 2.26x     target >= 5x
+    MISS Kubernetes 3 + 20 vs the floor           98.0 s vs 36.0 s = 2.72x      target <= 1.20x
+    PASS talos_verify of 100 nodes, one task      0.91 s (playbook 2.9 s)       target < 2 s
 
 Usage: bench/phase_engine.py [--only talos|kubernetes|verify ...] [--forks 5] [--apply-delay 0.15]
                              [--controlplanes 3] [--workers 97] [--scale-workers 297]
@@ -176,12 +182,16 @@ class Bench:
         self.target("talos_verify of %d nodes, one task" % args.verify_nodes, "%.2f s" % task, "< 2 s", task < 2)
 
     def report(self):
-        print("== targets")
+        print("== targets (load average now %s: other work on this machine slows every run, compare within one run)" % load())
         for label, value, wanted, ok in self.targets:
             print("%-4s %-44s %-34s target %s" % (verdict(ok), label, value, wanted))
         for failure in self.failed:
             print("FAILED run: %s" % failure)
         return 1 if self.failed else 0
+
+
+def load():
+    return " ".join("%.1f" % value for value in os.getloadavg())
 
 
 def arguments(argv=None):
@@ -210,8 +220,8 @@ def arguments(argv=None):
 def main(argv=None):
     args = arguments(argv)
     bench = Bench(args)
-    print("phase engine benchmark: %s; applies %.0f ms; %d CPUs" % (
-        ", ".join(args.only or SECTIONS), args.apply_delay * 1000, os.cpu_count() or 0), flush=True)
+    print("phase engine benchmark: %s; applies %.0f ms; %d CPUs, load average %s" % (
+        ", ".join(args.only or SECTIONS), args.apply_delay * 1000, os.cpu_count() or 0, load()), flush=True)
     for section in SECTIONS:
         if section in (args.only or SECTIONS):
             getattr(bench, section)()

@@ -64,4 +64,4 @@ def test_phase_engine_quick_prints_every_target():
     assert re.search(r"^  floor = 3 phases x \(1 control-plane waves", output, re.M), output
     memory = re.search(r"peak controller memory +(\d+) MiB", output)
     assert memory and int(memory.group(1)) > 0, output
-    assert "FAILED run" not in output
+    assert "FAILED run" not in output and "load average" in output
