@@ -13,7 +13,6 @@ import argparse
 import difflib
 import os
 import ssl
-import sys
 import tempfile
 import time
 

@@ -11,9 +11,7 @@ Usage: bench/sim_startup.py [--workers 50 97] [--repeat 3]
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import tempfile
 import time
 
