@@ -3,8 +3,8 @@
 Importing it puts tests/ (collection_root), tests/simulator (talos_sim) and the collection (ansible_collections.
 talosops.pki) on sys.path. run_playbook() runs a playbook as a user does (ansible-playbook from this Python's bin
 folder, the checkout exposed as the collection) and returns its wall time, exit code, the time of each task (from its
-header to the next one) and, when asked, the peak memory of ansible-playbook and all its children (RSS summed over
-the process tree, sampled from /proc).
+header to the next one) and, when asked, the peak memory of ansible-playbook and all its children (RSS and PSS, each
+summed over the process tree, sampled from /proc).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class PlaybookRun(NamedTuple):
     seconds: float
     returncode: int
     tasks: list  # [(task name, seconds)] in the order they ran
-    peak_rss: int | None  # bytes, when sampled
+    peak_rss: int | None  # bytes, when sampled: RSS summed over the tree
+    peak_pss: int | None  # bytes, when sampled: PSS summed (shared pages split between the processes sharing them)
     errors: list  # the lines that report a failure (fatal, [ERROR])
     tail: str  # the last lines of the output, for a failed run
 
@@ -71,7 +72,8 @@ def run_playbook(inventory, playbook, forks=5, extra=None, memory=False, args=()
                 if echo_errors:
                     print(line.rstrip())
             tail = (tail + [line])[-60:]
-    return PlaybookRun(time.monotonic() - began, run.returncode, tasks, sampled.peak if memory else None, errors, "".join(tail))
+    return PlaybookRun(time.monotonic() - began, run.returncode, tasks, sampled.peak if memory else None,
+                       sampled.peak_pss if memory else None, errors, "".join(tail))
 
 
 def print_slowest(tasks, count=12):
@@ -103,41 +105,50 @@ def _children_map():
     return children
 
 
-def _rss(pid):
+def _memory(pid):
+    """(RSS, PSS) of one process in bytes; (0, 0) when it is gone or a kernel thread."""
+    rss = pss = 0
     try:
-        with open("/proc/%d/status" % pid, "rb") as handle:
+        with open("/proc/%d/smaps_rollup" % pid, "rb") as handle:
             for line in handle:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                if line.startswith(b"Rss:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith(b"Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
         pass
-    return 0  # gone, or a kernel thread
+    return rss, pss
 
 
-def tree_rss(root):
-    """Bytes of resident memory of `root` and all its descendants right now (RSS summed: shared pages count once per
-    process, as `ps` adds them up)."""
-    children, total, todo = _children_map(), 0, [root]
+def tree_memory(root):
+    """(RSS, PSS) in bytes of `root` and all its descendants right now, each summed over the processes. The RSS sum
+    counts a page shared by N processes N times (as adding up `ps` does: forked Ansible workers share most of their
+    pages with ansible-playbook); the PSS sum counts it once."""
+    children, rss, pss, todo = _children_map(), 0, 0, [root]
     while todo:
         pid = todo.pop()
-        total += _rss(pid)
+        one = _memory(pid)
+        rss, pss = rss + one[0], pss + one[1]
         todo.extend(children.get(pid, ()))
-    return total
+    return rss, pss
 
 
 class TreeMemory:
-    """`with TreeMemory(pid) as sampled:` samples tree_rss(pid) every `interval` seconds in a thread; `sampled.peak`."""
+    """`with TreeMemory(pid) as sampled:` samples tree_memory(pid) every `interval` seconds in a thread; `sampled.peak`
+    (RSS) and `sampled.peak_pss`."""
 
     def __init__(self, pid, interval=0.1, enabled=True):
         self.pid, self.interval, self.enabled = pid, interval, enabled
-        self.peak = 0
+        self.peak = self.peak_pss = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = None
 
     def _sample(self):
         while True:
-            self.peak = max(self.peak, tree_rss(self.pid))
+            rss, pss = tree_memory(self.pid)
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             self.samples += 1
             if self._stop.wait(self.interval):
                 return
