@@ -12,18 +12,14 @@ Usage: bench/cert_report.py [--clusters 10] [--controlplanes 3] [--workers 17] [
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "simulator")]
-
-from collection_root import collections_root  # noqa: E402  pylint: disable=wrong-import-position
-from talos_sim import SimCluster  # noqa: E402  pylint: disable=wrong-import-position
+from _common import run_playbook, task_seconds
+from talos_sim import SimCluster  # pylint: disable=wrong-import-order
 
 READ_TASK = "Read every CA and credential of each cluster"
 
@@ -58,32 +54,17 @@ def main():
         path = os.path.join(workdir, "fleet.yml")
         inventory(clusters, path)
         report_dir = os.path.join(workdir, "report")
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
-        command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", path,
-                   os.path.join(ROOT, "playbooks", "cert_report.yml"), "-f", str(args.forks),
-                   "-e", json.dumps({"cert_report_dir": report_dir, "cert_report_warn_days": 30})]
-        began = time.monotonic()
-        tasks, current, current_start = [], None, began
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
-            for line in run.stdout:
-                now = time.monotonic()
-                if line.startswith(("TASK [", "PLAY RECAP")):
-                    if current:
-                        tasks.append((current, now - current_start))
-                    current, current_start = line.split("]")[0][6:], now
-                if line.startswith(("fatal", "[ERROR]")):
-                    print(line.rstrip())
-        total = time.monotonic() - began
+        run = run_playbook(path, "cert_report.yml", args.forks, {"cert_report_dir": report_dir, "cert_report_warn_days": 30})
         with open(os.path.join(report_dir, "cert-report.json"), encoding="utf-8") as handle:
             entries = len(json.load(handle)["entries"])
     finally:
         for cluster in clusters:
             cluster.stop()
-    for name, seconds in tasks:
+    for name, seconds in run.tasks:
         print("%7.2f s  %s" % (seconds, name))
-    read_seconds = sum(seconds for name, seconds in tasks if name.startswith(READ_TASK))
+    read_seconds = task_seconds(run.tasks, READ_TASK)
     print("reading %d clusters (%d nodes): %.1f s" % (args.clusters, args.clusters * (args.controlplanes + args.workers), read_seconds))
-    print("report of %d entries: %.1f s wall (exit %d, forks %d)" % (entries, total, run.returncode, args.forks))
+    print("report of %d entries: %.1f s wall (exit %d, forks %d)" % (entries, run.seconds, run.returncode, args.forks))
     return run.returncode
 
 

@@ -12,19 +12,13 @@ Usage: bench/kubernetes_batching.py [--controlplanes 1] [--workers 20] [--kubele
 """
 
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "simulator")]
-
-from collection_root import collections_root  # noqa: E402  pylint: disable=wrong-import-position
-from talos_sim import SimCluster  # noqa: E402  pylint: disable=wrong-import-position
+from _common import run_playbook
+from talos_sim import SimCluster  # pylint: disable=wrong-import-order
 
 
 def rotate(args, batch):
@@ -36,16 +30,11 @@ def rotate(args, batch):
                  "rotate_ca_kubeconfig": cluster.kubeconfig_path}
         if batch != "default":
             extra["rotate_ca_kubernetes_worker_batch_size"] = int(batch)
-        command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(cluster.inventory_path),
-                   os.path.join(ROOT, "playbooks", "rotate_talos_ca.yml"), "-f", str(args.forks), "-e", json.dumps(extra)]
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
-        started = time.monotonic()
-        run = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        seconds = time.monotonic() - started
+        run = run_playbook(cluster.inventory_path, "rotate_talos_ca.yml", args.forks, extra, echo_errors=False)
         if run.returncode:
-            print(run.stdout[-4000:] + run.stderr[-2000:])
+            print(run.tail)
         ready = all(entry["ready"] for entry in cluster.kubernetes_nodes())
-    return seconds, run.returncode, ready
+    return run.seconds, run.returncode, ready
 
 
 def main():

@@ -13,21 +13,16 @@ import argparse
 import difflib
 import os
 import ssl
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "simulator")]
+# Import paths: talos_sim, the collection.
+import _common  # noqa: F401  pylint: disable=unused-import
 
-from collection_root import collections_root  # noqa: E402  pylint: disable=wrong-import-position
+from talos_sim import machineconfig  # pylint: disable=wrong-import-order
 
-sys.path.insert(0, collections_root())
-
-from talos_sim import machineconfig  # noqa: E402  pylint: disable=wrong-import-position
-
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki  # noqa: E402  pylint: disable=wrong-import-position
-from ansible_collections.talosops.pki.plugins.module_utils._redact import redact  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki  # pylint: disable=wrong-import-order
+from ansible_collections.talosops.pki.plugins.module_utils._redact import redact  # pylint: disable=wrong-import-order
 
 
 def per_call(function, rounds):

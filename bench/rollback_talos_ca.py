@@ -10,36 +10,12 @@ Usage: bench/rollback_talos_ca.py [--controlplanes 3] [--workers 97] [--forks 10
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "simulator")]
-
-from collection_root import collections_root  # noqa: E402  pylint: disable=wrong-import-position
-from talos_sim import SimCluster  # noqa: E402  pylint: disable=wrong-import-position
-
-
-def playbook(cluster, args, extra):
-    """(wall seconds, exit code, [(task, seconds)]) of one run of the rotation playbook."""
-    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(cluster.inventory_path),
-               os.path.join(ROOT, "playbooks", "rotate_talos_ca.yml"), "-f", str(args.forks), "-e", json.dumps(extra)]
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
-    tasks, current, current_start, began = [], None, None, time.monotonic()
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
-        for line in run.stdout:
-            now = time.monotonic()
-            if line.startswith(("TASK [", "PLAY RECAP")):
-                if current:
-                    tasks.append((current, now - current_start))
-                current, current_start = line.split("]")[0][6:].replace("talosops.pki.rotate_ca : ", ""), now
-            if line.startswith(("fatal", "[ERROR]")):
-                print(line.rstrip())
-    return time.monotonic() - began, run.returncode, tasks
+from _common import print_slowest, run_playbook
+from talos_sim import SimCluster  # pylint: disable=wrong-import-order
 
 
 def main():
@@ -51,16 +27,16 @@ def main():
     workdir = tempfile.mkdtemp(prefix="talosops-bench-rollback-")
     rotation_dir = os.path.join(workdir, "rotation")
     with SimCluster(controlplanes=args.controlplanes, workers=args.workers, workdir=workdir) as cluster:
-        forward, forward_rc, _tasks = playbook(cluster, args, {"rotate_ca_dir": rotation_dir, "rotate_ca_phases": ["accept", "swap"]})
-        print("accept + swap of %d + %d nodes: %.1f s wall (exit %d)" % (args.controlplanes, args.workers, forward, forward_rc))
-        if forward_rc:
-            return forward_rc
-        back, back_rc, tasks = playbook(cluster, args, {"rotate_ca_dir": rotation_dir, "rotate_ca_rollback": True})
-    for name, seconds in sorted(tasks, key=lambda item: -item[1])[:10]:
-        print("%7.2f s  %s" % (seconds, name))
+        forward = run_playbook(cluster.inventory_path, "rotate_talos_ca.yml", args.forks,
+                               {"rotate_ca_dir": rotation_dir, "rotate_ca_phases": ["accept", "swap"]})
+        print("accept + swap of %d + %d nodes: %.1f s wall (exit %d)" % (args.controlplanes, args.workers, forward.seconds, forward.returncode))
+        if forward.returncode:
+            return forward.returncode
+        back = run_playbook(cluster.inventory_path, "rotate_talos_ca.yml", args.forks, {"rotate_ca_dir": rotation_dir, "rotate_ca_rollback": True})
+    print_slowest(back.tasks, 10)
     print("rollback of %d + %d nodes from after the swap: %.1f s wall (exit %d, forks %d)" % (
-        args.controlplanes, args.workers, back, back_rc, args.forks))
-    return back_rc
+        args.controlplanes, args.workers, back.seconds, back.returncode, args.forks))
+    return back.returncode
 
 
 if __name__ == "__main__":

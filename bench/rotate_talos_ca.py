@@ -3,23 +3,19 @@
 
 Prints the wall time of the whole run and of each task (from the moment its header appears
 to the next one), so a slow phase shows up by name. The goal: 3 control planes + 97 workers
-in about a minute on a 2-core machine.
+in about a minute on a 2-core machine. bench/phase_engine.py compares it with a one-node-at-a-time baseline.
 
-Usage: bench/rotate_talos_ca.py [--controlplanes 3] [--workers 97] [--forks 10]
+Usage: bench/rotate_talos_ca.py [--controlplanes 3] [--workers 97] [--forks 10] [--apply-delay 0]
 """
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "simulator")]
-
-from collection_root import collections_root  # noqa: E402  pylint: disable=wrong-import-position
-from talos_sim import SimCluster  # noqa: E402  pylint: disable=wrong-import-position
+from _common import print_slowest, run_playbook
+from talos_sim import SimCluster  # pylint: disable=wrong-import-order
 
 
 def main():
@@ -27,29 +23,15 @@ def main():
     parser.add_argument("--controlplanes", type=int, default=3)
     parser.add_argument("--workers", type=int, default=97)
     parser.add_argument("--forks", type=int, default=10)
+    parser.add_argument("--apply-delay", type=float, default=0.0, help="seconds each simulated config apply takes")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="talosops-bench-")
     started = time.monotonic()
-    with SimCluster(controlplanes=args.controlplanes, workers=args.workers, workdir=workdir) as cluster:
+    with SimCluster(controlplanes=args.controlplanes, workers=args.workers, workdir=workdir, apply_delay=args.apply_delay) as cluster:
         print("cluster of %d + %d nodes up in %.1f s" % (args.controlplanes, args.workers, time.monotonic() - started))
-        command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(cluster.inventory_path),
-                   os.path.join(ROOT, "playbooks", "rotate_talos_ca.yml"), "-f", str(args.forks),
-                   "-e", "rotate_ca_dir=%s" % os.path.join(workdir, "rotation")]
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
-        tasks, current, began = [], None, time.monotonic()
-        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
-            for line in run.stdout:
-                now = time.monotonic()
-                if line.startswith(("TASK [", "PLAY RECAP")):
-                    if current:
-                        tasks.append((current, now - current_start))
-                    current, current_start = line.split("]")[0][6:].replace("talosops.pki.rotate_ca : ", ""), now
-                if line.startswith(("fatal", "[ERROR]")):
-                    print(line.rstrip())
-        total = time.monotonic() - began
-    for name, seconds in sorted(tasks, key=lambda item: -item[1])[:12]:
-        print("%7.2f s  %s" % (seconds, name))
-    print("rotation of %d + %d nodes: %.1f s wall (exit %d, forks %d)" % (args.controlplanes, args.workers, total, run.returncode, args.forks))
+        run = run_playbook(cluster.inventory_path, "rotate_talos_ca.yml", args.forks, {"rotate_ca_dir": os.path.join(workdir, "rotation")})
+    print_slowest(run.tasks)
+    print("rotation of %d + %d nodes: %.1f s wall (exit %d, forks %d)" % (args.controlplanes, args.workers, run.seconds, run.returncode, args.forks))
     return run.returncode
 
 

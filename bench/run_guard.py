@@ -20,14 +20,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests")]
-
-from collection_root import collections_root  # noqa: E402  pylint: disable=wrong-import-position
-
-sys.path[:0] = [collections_root()]
-
-from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_lock  # noqa: E402  pylint: disable=wrong-import-position
+# Import paths: the collection.
+import _common  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_lock  # pylint: disable=wrong-import-order
 
 # The stand-in playbook: takes the lock as its own, then starts the worker (argv[4]) and waits. The worker, by its mode
 # (argv[2]): "enter" times argv[3] guards and prints the mean; "hold" holds one guard until killed.

@@ -11,17 +11,14 @@ Usage: bench/sim_startup.py [--workers 50 97] [--repeat 3]
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, "tests", "simulator")]
-
-from talos_sim import SimCluster, pki  # noqa: E402  pylint: disable=wrong-import-position
-from talos_sim.testing import (SimClient, accept_os_ca, admin_credentials, apply_request,  # noqa: E402
+# Import paths: talos_sim.
+import _common  # noqa: F401  pylint: disable=unused-import
+from talos_sim import SimCluster, pki  # pylint: disable=wrong-import-order
+from talos_sim.testing import (SimClient, accept_os_ca, admin_credentials, apply_request,  # pylint: disable=wrong-import-order
                                decode_spec, get_request)
 
 GET = "/cosi.resource.State/Get"

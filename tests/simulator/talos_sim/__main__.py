@@ -19,6 +19,8 @@ def _arguments(argv):
     parser.add_argument("--talos-version", default="v1.13.4", help="e.g. v1.13.4 (cluster.ca) or v1.15.0 "
                         "(KubeAPIServerCAConfig); a comma-separated list sets it per node")
     parser.add_argument("--kubelet-restart-delay", type=float, default=0.2)
+    parser.add_argument("--apply-delay", type=float, default=0.0,
+                        help="seconds each ApplyConfiguration (not a dry run) takes, e.g. 0.15; reads stay fast")
     parser.add_argument("--subnet", help="127.A.B: the loopback /24 to use (default: a free one)")
     parser.add_argument("--name", default="talos-sim", help="cluster and talosconfig context name")
     return parser.parse_args(argv)
@@ -37,7 +39,8 @@ def main(argv=None, ready_lines=None) -> int:
         os.unlink(ready_marker)
     cluster = SimCluster(args.controlplanes, args.workers, args.workdir,
                          talos_version=versions[0] if len(versions) == 1 else versions,
-                         kubelet_restart_delay=args.kubelet_restart_delay, subnet=args.subnet, name=args.name)
+                         kubelet_restart_delay=args.kubelet_restart_delay, subnet=args.subnet, name=args.name,
+                         apply_delay=args.apply_delay)
     cluster.start()
     try:
         print("Simulated Talos cluster %r is up (%.2fs), subnet %s.0/24" % (

@@ -29,7 +29,8 @@ from .node import APID_PORT, SimNode
 
 KUBE_APISERVER_PORT = 6443
 _CLAIM_HOST = 254  # 127.A.B.254:50000 is held for the cluster's lifetime to reserve its /24
-MAX_NODES = 253
+MAX_NODES = 253  # per /24: hosts .1 to .253
+MAX_SUBNETS = 4  # a larger cluster continues in the next /24s: 127.A.B+1.1, ...
 
 
 class SimCluster:
@@ -38,9 +39,13 @@ class SimCluster:
     talos_version: one tag ("v1.13.4") for every node, a list of tags (control planes first,
     then workers), or a callable (index, machine_type) -> tag. v1.14+ nodes keep the
     Kubernetes CA in a KubeAPIServerCAConfig document.
-    subnet: "127.A.B" (or "127.A.B.0/24") to choose the /24; None picks a free one.
+    subnet: "127.A.B" (or "127.A.B.0/24") to choose the /24; None picks a free one. A cluster of more than 253
+    nodes continues in the next /24s (127.A.B+1.1 ...), each reserved the same way (up to MAX_SUBNETS).
     controller_delay: seconds between an applied config and the controllers reacting to it
     (certificate reissue, trustd, kubelet restart). Talos does this asynchronously.
+    apply_delay: seconds every ApplyConfiguration that is not a dry run takes on every node (inside the node's apply
+    lock, before the configuration takes effect), as machined takes to validate, persist and activate one; reads,
+    dry runs and every other call stay as fast as they are. Benchmarks use 0.15.
     split_members: emulate the Kubernetes discovery registry, where a control plane's Members
     lists only control planes and a worker's only workers (off: discovery service, all nodes).
     init_node: the first control plane has machine.type init, as clusters bootstrapped before Talos v1.x still do.
@@ -57,15 +62,20 @@ class SimCluster:
                  kubelet_restart_delay: float = 0.2, subnet: str | None = None, *, name: str = "talos-sim",
                  kubernetes_version: str = "v1.34.1", controller_delay: float = 0.0, reboot_duration: float = 1.0,
                  trustd_retry_interval: float = 1.0, split_members: bool = False, vip: bool = False,
-                 discovery: bool = True, init_node: bool = False, ca_validity: dict | None = None):
+                 discovery: bool = True, init_node: bool = False, ca_validity: dict | None = None,
+                 apply_delay: float = 0.0):
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
-        if controlplanes + workers > MAX_NODES - (1 if vip else 0):
-            raise ValueError("at most %d nodes fit in one /24 (one fewer with a VIP)" % MAX_NODES)
+        if controlplanes + workers > (MAX_NODES - 1 if vip else MAX_NODES * MAX_SUBNETS):
+            raise ValueError("at most %d nodes fit in %d /24s (with a VIP, at most %d in one)" % (
+                MAX_NODES * MAX_SUBNETS, MAX_SUBNETS, MAX_NODES - 1))
         self.name = name
         self.kubernetes_version = kubernetes_version
         self.kubelet_restart_delay = kubelet_restart_delay
         self.controller_delay = controller_delay
+        if apply_delay < 0:
+            raise ValueError("apply_delay is a number of seconds, at least 0")
+        self.apply_delay = float(apply_delay)
         self.reboot_duration = reboot_duration
         self.trustd_retry_interval = trustd_retry_interval
         self.split_members = split_members
@@ -94,7 +104,8 @@ class SimCluster:
         self._by_key: dict[str, SimNode] = {}
         self._kube_servers: dict[str, KubeAPIServer] = {}
         self._kubernetes_cas_seen: dict[bytes, bytes] = {}
-        self._claim: socket.socket | None = None
+        self.subnets: list[str] = []
+        self._claims: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -121,7 +132,8 @@ class SimCluster:
             raise RuntimeError("a SimCluster starts once: make a new one")
         started = time.monotonic()
         self.created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-        self.subnet = self._claim_subnet(self._requested_subnet)
+        self.subnets = self._claim_subnets(self._requested_subnet)
+        self.subnet = self.subnets[0]
         self.vip = "%s.%d" % (self.subnet, MAX_NODES) if self._want_vip else None
         self.secrets = machineconfig.ClusterSecrets.generate(self.name, self.ca_validity)
         self.secrets_objects: list[dict] = []
@@ -149,9 +161,9 @@ class SimCluster:
                 self._thread.join()
                 self._loop.close()
                 self._thread = self._loop = None
-        if self._claim is not None:
-            self._claim.close()
-            self._claim = None
+        for claim in self._claims:
+            claim.close()
+        self._claims = []
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -180,7 +192,13 @@ class SimCluster:
         """
         self.run(asyncio.sleep(self.controller_delay + 0.001))
 
-    def _claim_subnet(self, requested: str | None) -> str:
+    def _subnet_count(self) -> int:
+        return -(-sum(self._counts) // MAX_NODES)
+
+    def _claim_subnets(self, requested: str | None) -> list[str]:
+        """The /24s of this cluster (the first one, then the next ones for a cluster of more than 253 nodes), each
+        reserved by binding its .254:50000 for the cluster's lifetime."""
+        count = self._subnet_count()
         if requested is not None:
             prefix = requested.split("/")[0]
             parts = prefix.split(".")
@@ -188,22 +206,34 @@ class SimCluster:
                 parts = parts[:3]
             if len(parts) != 3 or parts[0] != "127" or not all(part.isdigit() and int(part) < 256 for part in parts):
                 raise ValueError("subnet must be 127.A.B (a loopback /24), got %r" % requested)
-            candidates = [".".join(parts)]
+            if int(parts[2]) + count > 256:
+                raise ValueError("%d nodes need %d /24s from %s on: choose a lower third number" % (sum(self._counts), count, requested))
+            candidates = [(int(parts[1]), int(parts[2]))]
         else:
             # Random /24s far from 127.0.0.x; several clusters (and processes) can run at once.
-            candidates = ["127.%d.%d" % (random.randint(100, 250), random.randint(0, 255)) for _try in range(200)]
-        for candidate in candidates:
-            claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            candidates = [(random.randint(100, 250), random.randint(0, 256 - count)) for _try in range(200)]
+        for second, third in candidates:
+            subnets = ["127.%d.%d" % (second, third + offset) for offset in range(count)]
+            claims = []
             try:
-                claim.bind(("%s.%d" % (candidate, _CLAIM_HOST), APID_PORT))
+                for subnet in subnets:
+                    claim = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    claims.append(claim)
+                    claim.bind(("%s.%d" % (subnet, _CLAIM_HOST), APID_PORT))
             except OSError as exc:
-                claim.close()
+                for claim in claims:
+                    claim.close()
                 if exc.errno != errno.EADDRINUSE or requested is not None:
                     raise
                 continue
-            self._claim = claim
-            return candidate
+            self._claims = claims
+            return subnets
         raise RuntimeError("no free loopback /24 found")
+
+    def _address(self, index: int) -> str:
+        """Address of the node at `index` (control planes first): .1 to .253 of each /24 in turn."""
+        subnet, host = divmod(index, MAX_NODES)
+        return "%s.%d" % (self.subnets[subnet], host + 1)
 
     def _create_nodes(self) -> None:
         controlplanes, workers = self._counts
@@ -216,7 +246,7 @@ class SimCluster:
             config = machineconfig.generate(self.secrets, machine_type, machineconfig.TalosVersion.parse(tag),
                                             endpoint, self.kubernetes_version,
                                             vip=self.vip if tier == "controlplane" else None)
-            node = SimNode(self, "%s-%s-%d" % (self.name, tier, number), "%s.%d" % (self.subnet, index + 1),
+            node = SimNode(self, "%s-%s-%d" % (self.name, tier, number), self._address(index),
                            machine_type, tag, config)
             self.nodes.append(node)
             self._by_key[node.address] = self._by_key[node.name] = node

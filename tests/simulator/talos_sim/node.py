@@ -525,6 +525,8 @@ class SimNode:
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
+            if self.cluster.apply_delay and not request.dry_run:
+                await asyncio.sleep(self.cluster.apply_delay)
             return self._apply(request)
         finally:
             self._apply_busy = False
