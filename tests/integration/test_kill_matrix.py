@@ -22,7 +22,8 @@ FIRST_CONTROLPLANE = "talos-sim-controlplane-1"  # run_once tasks (every wave ta
 TALOS_NODES = ["talos-sim-controlplane-1", "talos-sim-controlplane-2", "talos-sim-controlplane-3", "talos-sim-worker-1",
                "talos-sim-worker-2"]
 # Each phase patches the control planes in one wave task, then the workers in one: killed after each of them.
-TALOS_PATCHES = {"accept": "Accept | add the new CA to machine.acceptedCAs", "swap": "Swap | make the new CA machine.ca",
+TALOS_PATCHES = {"accept": "Accept | add the new CA to machine.acceptedCAs",
+                 "swap": "Swap | make the new CA machine.ca, keep the old one accepted",
                  "remove": "Remove | drop the old CA from machine.acceptedCAs"}
 TIERS = {"the control planes": "control planes", "the workers": "workers"}
 TALOS_VERIFICATIONS = ["Verify | new client certificate, old or new server CA", "Verify | new PKI", "Verify | new PKI only"]
