@@ -192,7 +192,7 @@ def test_no_node_lost_readiness_to_trust_while_rotating(rotated):
 def test_control_planes_one_at_a_time_workers_in_batches(rotated):
     # Default batch: half of the 3 workers, rounded up. Seen from the cluster: never two control planes restarting
     # their kubelet at once, and two workers at once (the batch) but never three.
-    assert "3 control planes one at a time, 3 workers in batches of 2" in rotated["real"].output
+    assert "3 control planes one at a time, 3 workers in waves of 2" in rotated["real"].output
     assert rotated["most_not_ready_at_once"] == {"controlplane": 1, "worker": 2}
 
 
