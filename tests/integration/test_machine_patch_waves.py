@@ -55,8 +55,8 @@ def test_workers_accept_in_waves_and_a_failing_node_stops_the_next_wave(cluster,
     workers[1].clear_apply_failures()
     done = patch(cluster, rotation, workers, machine_type="worker", wave_size=2)
     assert done["changed_nodes"] == [node.address for node in workers[1:]] and not done.get("failed")
-    assert [wave["nodes"] for wave in done["waves"]] == [[workers[0].address, workers[1].address],
-                                                        [workers[2].address, workers[3].address]]
+    addresses = [node.address for node in workers]
+    assert [wave["nodes"] for wave in done["waves"]] == [addresses[0:2], addresses[2:4]]
     assert all(new_ca in node_ca_fields(node)[1] for node in workers)
     waves = [entry for entry in audit(rotation) if entry["event"] == "wave_patched"]
     assert [(entry["wave"], entry["failed_nodes"]) for entry in waves] == [(1, [workers[1].address]), (1, []), (2, [])]

@@ -22,8 +22,8 @@ from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import
     KIND_AGGREGATOR,
     LOCATION_AGGREGATOR_CA_CONFIG,
     LOCATION_SERVICE_ACCOUNT_CONFIG,
-    MachineConfig,
 )
+from ansible_collections.talosops.pki.plugins.module_utils._node_service import NodeService
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
 ARGUMENT_SPEC = with_auth({
@@ -258,14 +258,15 @@ async def _kubernetes_root(client):
 async def read_node(client, node):
     """(Version reply, parsed active machine config) of one node, through the client's endpoint: what every report on
     the nodes (this preflight, talos_cert_info) starts from."""
-    version = await client.version(node=node)
-    return version, MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
+    state = await NodeService(client).read(node, version=True)
+    return state.version, state.config
 
 
 async def _read_node(client, node, certificates, markers):
     """The node's facts; the accepted CA certificates' public facts go into `certificates`, by fingerprint, and the
     rotation markers of all its CAs into `markers`."""
-    version, config = await read_node(client, node)
+    state = await NodeService(client).read(node, version=True)
+    version, config = state.version, state.config
     cluster_id, cluster_name = config.cluster_identity
     # The cluster id is shown only as a digest: together with the cluster secret it admits a node to discovery.
     facts = {"cluster_id": hashlib.sha256(cluster_id.encode()).hexdigest()[:16] if cluster_id else None, "cluster_name": cluster_name,
@@ -275,9 +276,8 @@ async def _read_node(client, node, certificates, markers):
              "virtual_ips": list(config.virtual_ips)}
     facts[SERVICE_ACCOUNT] = _service_account_facts(config, node)
     for kind in KINDS:
-        fields = config.get_ca(kind)
-        facts[kind] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
-                       "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
+        fields, cas = state.ca(kind)
+        facts[kind] = {"issuing_ca": cas.issuing, "accepted_cas": list(cas.accepted)}
         for fingerprint, crt in zip(facts[kind]["accepted_cas"], fields.accepted):
             if fingerprint not in certificates:
                 described = _pki.describe_certificate(crt)
@@ -288,10 +288,9 @@ async def _read_node(client, node, certificates, markers):
                 markers[ca.fingerprint] = ca.marker
     if facts["aggregator_ca_location"] == LOCATION_AGGREGATOR_CA_CONFIG:
         # Control planes of v1.14+ only; the issuing certificate (public) is what a new aggregator rotation replaces.
-        fields = config.get_ca(KIND_AGGREGATOR)
-        facts[KIND_AGGREGATOR] = {"issuing_ca": _pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
-                                  "issuing_ca_crt": fields.issuing_crt.decode() if fields.issuing_crt else None,
-                                  "accepted_cas": [_pki.fingerprint(crt) for crt in fields.accepted]}
+        fields, cas = state.ca(KIND_AGGREGATOR)
+        facts[KIND_AGGREGATOR] = {"issuing_ca": cas.issuing, "issuing_ca_crt": fields.issuing_crt.decode() if fields.issuing_crt else None,
+                                  "accepted_cas": list(cas.accepted)}
     return facts
 
 

@@ -2,24 +2,30 @@
 # Copyright (c) talosops.pki contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # PRIVATE to talosops.pki: may change at any time.
-"""talos_machine_patch: bring one node's CA fields to the state of one rotation phase (or rollback phase)."""
+"""talos_machine_patch: bring nodes' CA fields to the state of one rotation phase (or rollback phase), one node or waves.
+
+A thin runner over the node service (_node_service): per node read, type check, target state, lockout guard, apply
+(kubelet watch included), audit entry; the claim around the first control plane's accept; the waves around the nodes."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
-from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _pki, _rotation, _rotation_store
+from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _node_service, _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._redact import REDACTED, redact
 from ansible_collections.talosops.pki.plugins.module_utils._auth import Target, with_auth
+from ansible_collections.talosops.pki.plugins.module_utils._backends.cluster_info import node_label
 from ansible_collections.talosops.pki.plugins.module_utils._backends.rotation_lock import RunGuard
 from ansible_collections.talosops.pki.plugins.module_utils._client import run as run_async
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
-from ansible_collections.talosops.pki.plugins.module_utils._kubelet import KubeletWatch
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import (
-    LOCATION_LEGACY_SERVICE_ACCOUNT,
-    LOCATION_SERVICE_ACCOUNT_CONFIG,
-    MachineConfig,
+from ansible_collections.talosops.pki.plugins.module_utils._node_service import (
+    NodeService,
+    Plan,
+    check_machine_type,
+    plan,
+    refuse_lockout,
 )
 
 ARGUMENT_SPEC = _files.with_encryption(with_auth({
@@ -50,13 +56,19 @@ def run(params, check_mode=False, diff=False):
     if rotation is None:
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
     target = Target(params)
-    if params.get("nodes") is None:
-        return _run_single(params, target, rotation, check_mode, diff)
+    waves = params.get("nodes") is not None
+    nodes = params["nodes"] if waves else [params["node"]]
     if check_mode:  # a dry run changes nothing: no run to outlive
-        return run_async(_run_waves(params, target, rotation, check_mode, diff))
-    # Applies only while the run that asked for them lives; the run's lock stays until this task is done.
-    with RunGuard(params.get("rotation_lock")) as guard:
-        return run_async(_run_waves(params, target, rotation, check_mode, diff, guard=guard.check))
+        outcome = run_async(_run_waves(params, nodes, target, rotation, check_mode, diff, record_waves=waves))
+    else:
+        # Applies only while the run that asked for them lives; the run's lock stays until this task is done.
+        with RunGuard(params.get("rotation_lock")) as guard:
+            outcome = run_async(_run_waves(params, nodes, target, rotation, check_mode, diff, guard=guard.check, record_waves=waves))
+    if not waves:  # node: the one node's result at the top level, its error as it is (the module's first mode)
+        if outcome.failures:
+            raise outcome.failures[params["node"]]
+        return outcome.results[params["node"]]
+    return _wave_result(params, outcome, diff)
 
 
 def _check_params(params):
@@ -67,13 +79,15 @@ def _check_params(params):
         nodes = params["nodes"]
         if not nodes:
             raise ConfigError("nodes is empty: give the addresses of the nodes to patch (or node for one node).")
-        duplicates = sorted({node for node in nodes if nodes.count(node) > 1})
+        duplicates = sorted(node for node, count in collections.Counter(nodes).items() if count > 1)
         if duplicates:
             raise ConfigError("nodes lists %s more than once: give each node once." % ", ".join(duplicates))
         if params.get("wave_size", 0) < 0:
             raise ConfigError("wave_size must be 0 (all nodes in one wave) or a positive number of nodes per wave.")
         if params.get("concurrency", 50) < 1:
             raise ConfigError("concurrency must be at least 1 (the number of nodes of a wave patched at once).")
+    if params["ca"] == _pki.KIND_SERVICE_ACCOUNT and params["phase"] in _rotation.ROLLBACK_PHASES:
+        raise ConfigError(_node_service.ROLLBACK_SERVICE_ACCOUNT % params["phase"])
     if params["wait_kubelet"] and params["ca"] != "kubernetes":
         raise ConfigError("wait_kubelet needs ca=kubernetes: only a Kubernetes CA change restarts the kubelet; a Talos API CA "
                           "change would leave the wait to time out.")
@@ -86,28 +100,13 @@ def _check_params(params):
             raise ConfigError("claim_settle must be a positive number of seconds, and claim_deadline at least as long.")
 
 
-def _run_single(params, target, rotation, check_mode, diff):
-    """node: one node, its result at the top level (the module's first mode, unchanged)."""
-    node = params["node"]
-
-    async def one(guard=None):
-        async with target.client() as client:
-            return await _patch_node(params, node, target, client, rotation, check_mode, diff, guard=guard,
-                                     claim=bool(params.get("claim")))
-    if check_mode:
-        return run_async(one())
-    with RunGuard(params.get("rotation_lock")) as guard:
-        return run_async(one(guard.check))
-
-
-async def _patch_node(params, node, target, client, rotation, check_mode, diff, guard=None, claim=False):
-    """One node to the phase's state; started/finished added; its node_patched audit entry written when it changed."""
+async def _patch_node(service, params, node, rotation, client_crt, diff, claim=False):
+    """One node to the phase's state, with started/finished; its node_patched audit entry written once it changed."""
     started = time.time()
-    patch = _patch_service_account if params["ca"] == _pki.KIND_SERVICE_ACCOUNT else _patch
-    result = await patch(params, node, target, client, rotation, check_mode, diff, guard=guard, claim=claim)
+    result = await _patch(service, params, node, rotation, client_crt, diff, claim=claim)
     # Epoch seconds, so a summary can tell each phase's wall time across hosts (first start to last finish).
     result.update(started=round(started, 3), finished=round(time.time(), 3))
-    if result["changed"] and not check_mode:
+    if result["changed"] and not service.dry_run:
         # The entry is written before the task reports success; if it cannot be, the task fails saying what did change.
         try:
             rotation.record("node_patched", node=result["node"], phase=result["phase"], progress_before=result["progress_before"],
@@ -134,156 +133,134 @@ def waves_of(nodes, wave_size, claim=False):
     return waves
 
 
-async def _run_waves(params, target, rotation, check_mode, diff, guard=None):
-    """nodes: every node through one client and one run guard, wave after wave; a wave's nodes concurrently (at most
-    `concurrency` in flight); the next wave only once every node of this one succeeded."""
-    label = labeller(params.get("node_names") or {})
-    claim = bool(params.get("claim"))
-    limit = asyncio.Semaphore(params["concurrency"])
-    outcomes, failures, waves = {}, {}, []
+class _Outcome:
+    """What the waves did: per-node results and failures (by address), and the waves started."""
 
-    async def one(node, claiming):
+    def __init__(self):
+        self.results, self.failures, self.waves = {}, {}, []
+
+
+async def _run_waves(params, nodes, target, rotation, check_mode, diff, guard=None, record_waves=True):
+    """Every node through one client, one service and one run guard, wave after wave; a wave's nodes concurrently (at most
+    `concurrency` in flight); the next wave only once every node of this one succeeded."""
+    claim = bool(params.get("claim"))
+    limit = asyncio.Semaphore(params.get("concurrency") or 1)
+    outcome = _Outcome()
+
+    async def one(service, node, claiming):
         async with limit:
-            started = time.time()
             try:
-                result = await _patch_node(params, node, target, client, rotation, check_mode, diff, guard=guard, claim=claiming)
+                outcome.results[node] = await _patch_node(service, params, node, rotation, target.credentials.crt, diff,
+                                                          claim=claiming)
             except TalosPKIError as error:
-                failures[node] = redact(str(error))
-                return
-            result.update(name=(params.get("node_names") or {}).get(node) or node,
-                          seconds=round(result["finished"] - started, 3))
-            outcomes[node] = result
+                outcome.failures[node] = error
 
     async with target.client() as client:
-        for index, wave in enumerate(waves_of(params["nodes"], params["wave_size"], claim), start=1):
-            wave_started = time.time()
-            claiming = claim and index == 1
-            gathered = await asyncio.gather(*(one(node, claiming) for node in wave), return_exceptions=True)
-            wave_finished = time.time()
-            unexpected = [error for error in gathered if isinstance(error, BaseException)]
-            entry = {"nodes": list(wave), "started": round(wave_started, 3), "finished": round(wave_finished, 3),
-                     "seconds": round(wave_finished - wave_started, 3),
-                     "changed_nodes": [node for node in wave if outcomes.get(node, {}).get("changed")]}
-            waves.append(entry)
-            if not check_mode:
+        service = NodeService(client, guard=guard, dry_run=check_mode, apply_mode=params["apply_mode"],
+                              kubelet_timeout=params["kubelet_timeout"])
+        for index, wave in enumerate(waves_of(nodes, params.get("wave_size") or 0, claim), start=1):
+            started = time.time()
+            gathered = await asyncio.gather(*(one(service, node, claim and index == 1) for node in wave), return_exceptions=True)
+            finished = time.time()
+            entry = {"nodes": list(wave), "started": round(started, 3), "finished": round(finished, 3),
+                     "seconds": round(finished - started, 3),
+                     "changed_nodes": [node for node in wave if outcome.results.get(node, {}).get("changed")]}
+            outcome.waves.append(entry)
+            failed = [node for node in wave if node not in outcome.results]
+            # Like every audit line, for a real change only: a wave that moved a node, or where one failed (and may have).
+            if record_waves and not check_mode and (entry["changed_nodes"] or failed):
                 rotation.record("wave_patched", ca=params["ca"], phase=params["phase"], machine_type=params["machine_type"],
-                                wave=index, nodes=entry["nodes"], changed_nodes=entry["changed_nodes"],
-                                failed_nodes=[node for node in wave if node in failures or node not in outcomes],
-                                started=entry["started"], finished=entry["finished"], seconds=entry["seconds"])
-            if unexpected:
+                                wave=index, failed_nodes=failed, **entry)
+            unexpected = [error for error in gathered if isinstance(error, BaseException)]
+            if unexpected:  # not a refusal or an API error: a bug, reported as such by the caller
                 raise unexpected[0]
-            if failures:
+            if outcome.failures:
                 break
-    return _wave_result(params, outcomes, failures, waves, label, diff)
+    return outcome
 
 
-def _wave_result(params, outcomes, failures, waves, label, diff):
-    nodes = [outcomes[node] for node in params["nodes"] if node in outcomes]
+def _wave_result(params, outcome, diff):
+    def label(node):
+        return node_label(node, params)
+    nodes = []
+    for node in params["nodes"]:
+        if node in outcome.results:
+            entry = dict(outcome.results[node], name=(params.get("node_names") or {}).get(node) or node)
+            entry["seconds"] = round(entry["finished"] - entry["started"], 3)
+            nodes.append(entry)
     result = {
         "changed": any(entry["changed"] for entry in nodes),
         "phase": params["phase"],
         "nodes": nodes,
-        "waves": waves,
+        "waves": outcome.waves,
         "changed_nodes": [entry["node"] for entry in nodes if entry["changed"]],
-        "failed_nodes": [node for node in params["nodes"] if node in failures],
+        "failed_nodes": [node for node in params["nodes"] if node in outcome.failures],
         "warnings": ["%s: %s" % (label(entry["node"]), text) for entry in nodes for text in entry.get("warnings") or []],
     }
     if diff:
         result["diff"] = [entry.pop("diff") for entry in nodes if "diff" in entry]
-    if failures:
-        not_started = [node for node in params["nodes"] if node not in outcomes and node not in failures]
-        result.update(failed=True, msg="%d of %d node(s) of the %s phase of the %s CA rotation failed, so no further wave was "
+    if outcome.failures:
+        not_started = [node for node in params["nodes"] if node not in outcome.results and node not in outcome.failures]
+        result.update(failed=True, msg="%d of %d node(s) failed in the %s phase of the %s CA rotation, so no further wave was "
                       "started%s. %s. Fix what is named, then rerun: the rotation resumes from the nodes' state." % (
-                          len(failures), len(params["nodes"]), params["phase"], params["ca"],
+                          len(outcome.failures), len(params["nodes"]), params["phase"], params["ca"],
                           " (not patched: %s)" % ", ".join(label(node) for node in not_started) if not_started else "",
-                          "; ".join("%s: %s" % (label(node), failures[node]) for node in params["nodes"] if node in failures)))
+                          "; ".join("%s: %s" % (label(node), redact(str(outcome.failures[node])).rstrip("."))
+                                    for node in params["nodes"] if node in outcome.failures)))
     return result
 
 
-def labeller(names):
-    """node address -> "inventory name (address)" when the inventory name is known and differs, else the address."""
-    def label(node):
-        name = names.get(node)
-        return "%s (%s)" % (name, node) if name and name != node else node
-    return label
-
-
-async def _patch(params, node, target, client, rotation, check_mode, diff, guard=None, claim=False):
-    kind, phase = params["ca"], params["phase"]
-    new_ca, old_crt = rotation.ca(), rotation.previous_ca_cert()
-    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-    _check_machine_type(node, config.machine_type, params["machine_type"])
-    current = config.get_ca(kind)
-    before = _node_cas(current)
-    if phase in _rotation.ROLLBACK_PHASES:
-        issuing, accepted = _rotation.rollback_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
-                                                     node=node, preview=check_mode)
-    else:
-        issuing, accepted = _rotation.desired_state(phase, before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint,
-                                                    node=node, preview=check_mode, remove_strays=params["remove_stray_cas"])
+async def _patch(service, params, node, rotation, client_crt, diff, claim=False):
+    """The steps of one node's patch, each done by the node service: read, type check, target state, lockout guard, apply
+    (with the kubelet watch); the claim around it on the first control plane."""
+    kind, phase, check_mode = params["ca"], params["phase"], service.dry_run
+    state = await service.read(node)
+    check_machine_type(node, state.machine_type, params["machine_type"])
+    current = state.ca(kind)
+    target = plan(state, kind, rotation, phase, remove_strays=params["remove_stray_cas"], preview=check_mode)
     result = {
-        "node": node,
-        "machine_type": config.machine_type,
-        "phase": phase,
-        "progress_before": _rotation.progress(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint),
-        "stray_ca_fingerprints": list(_rotation.strays(before, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)),
+        "node": node, "machine_type": state.machine_type, "phase": phase,
+        "progress_before": target.progress_before, "progress_after": target.progress_after,
+        "stray_ca_fingerprints": list(target.strays),
+        "issuing_ca_fingerprint": target.after.issuing, "accepted_ca_fingerprints": list(target.after.accepted),
     }
-    after = _rotation.NodeCAs(issuing, accepted)
-    result["progress_after"] = _rotation.progress(after, rotation.previous_ca_fingerprint, rotation.ca_fingerprint)
-    result["issuing_ca_fingerprint"], result["accepted_ca_fingerprints"] = issuing, list(accepted)
-    claim = _Claim(params, node, rotation, new_ca.crt, guard) if claim and not check_mode else None
-    resumed = claim.check_before(current, before) if claim is not None else False
-    if after == before:
+    claim = _Claim(service, params, node, rotation) if claim and kind != _pki.KIND_SERVICE_ACCOUNT and not check_mode else None
+    resumed = claim.check_before(current.fields, current.cas) if claim is not None else False
+    if not target.changed:
         if claim is not None:
-            result["claim"] = await claim.settle(client, node, resumed)
+            result["claim"] = await claim.settle(resumed)
         return dict(result, changed=False, warnings=_claim_warnings(result))
-
-    certificates = _certificates_by_fingerprint(current, old_crt, new_ca.crt)
-    control_plane = config.machine_type != "worker"
-    if issuing == rotation.ca_fingerprint and before.issuing != issuing:
-        issuing_key = new_ca.key if control_plane else None  # workers never hold a CA key
-    elif issuing == rotation.previous_ca_fingerprint and before.issuing != issuing:
-        # A rollback's swap back: the old CA issues again, with the key kept in the rotation directory.
-        issuing_key = rotation.previous_ca().key if control_plane else None
-    else:
-        issuing_key = current.issuing_key
-    # A node without an issuing CA field (v1.14+ worker, Kubernetes CA) keeps that shape: issuing stays None.
-    desired = (certificates[issuing] if issuing else None, issuing_key, tuple(certificates[fp] for fp in accepted))
     if kind == "talos" and not check_mode:  # a dry run locks nobody out
-        _refuse_lockout(node, target.credentials.crt, desired)
-    config.set_ca(kind, *desired)
-    applied, kubelet = await _apply(client, node, config, params, before, after, "the %s phase" % phase, check_mode, guard)
+        refuse_lockout(node, client_crt, target.desired)
+    applied, kubelet = await service.apply(state, target, wait_kubelet=params["wait_kubelet"])
     if kubelet is not None:
         result["kubelet"] = kubelet
     if claim is not None:
-        result["claim"] = await claim.settle(client, node)
+        result["claim"] = await claim.settle()
     # What a node says may quote its config: tokens, cluster secrets and keys are masked before anyone sees it.
     result.update(changed=True, apply_mode=applied.get("mode"),
                   warnings=[redact(text) for text in applied.get("warnings") or []] + _claim_warnings(result))
     if check_mode:
         result["dry_run_summary"] = redact(applied.get("mode_details", ""))
     if diff:
-        result["diff"] = {"before": _describe_fields(current.issuing_crt, current.issuing_key, current.accepted),
-                          "after": _describe_fields(*desired),
-                          "before_header": "%s %s CA fields" % (node, kind), "after_header": "%s %s CA fields" % (node, kind)}
+        result["diff"] = _diff(node, kind, current, target)
     return result
+
+
+def _diff(node, kind, current, target):
+    """Before and after of the node's fields: fingerprints, subjects, expiry; keys as <redacted>."""
+    if kind == _pki.KIND_SERVICE_ACCOUNT:
+        header = "%s service-account keys (public-key fingerprints)" % node
+        return {"before": {"signing_key": REDACTED + " " + target.before.issuing, "accepted_public_keys": list(target.before.accepted)},
+                "after": {"signing_key": REDACTED + " " + target.after.issuing, "accepted_public_keys": list(target.after.accepted)},
+                "before_header": header, "after_header": header}
+    header = "%s %s CA fields" % (node, kind)
+    return {"before": _describe_fields(*current.fields), "after": _describe_fields(*target.desired),
+            "before_header": header, "after_header": header}
 
 
 def _claim_warnings(result):
     return [result["claim"]["warning"]] if result.get("claim", {}).get("warning") else []
-
-
-async def _apply(client, node, config, params, before, after, step, check_mode, guard=None):
-    """Apply `config` (CA fields `before` -> `after`); with wait_kubelet, wait for the restart a new CA bundle causes.
-    Returns (the apply reply, the kubelet's restart facts or None)."""
-    # A dry run restarts nothing; a change that leaves the node's CA bundle as it was restarts nothing either.
-    if params["wait_kubelet"] and not check_mode and _bundle(before) != _bundle(after):
-        async with KubeletWatch(client, node, params["kubelet_timeout"], "%s of the Kubernetes CA rotation" % step) as kubelet:
-            await kubelet.wait_ready()
-            applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], guard=guard)
-            return applied, await kubelet.wait_restart()
-    return await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
-                                            guard=guard), None
 
 
 class _Claim:
@@ -295,9 +272,9 @@ class _Claim:
     their runs have taken their CAs off (claim_deadline), then go on.
     """
 
-    def __init__(self, params, node, rotation, crt, guard=None):
-        self.params, self.node, self.rotation, self.kind, self.guard = params, node, rotation, params["ca"], guard
-        self.mine = _claim.marked(crt) or _claim.MarkedCA(rotation.ca_fingerprint, {"created": rotation.created})
+    def __init__(self, service, params, node, rotation):
+        self.service, self.params, self.node, self.rotation, self.kind = service, params, node, rotation, params["ca"]
+        self.mine = _claim.marked(rotation.ca_cert()) or _claim.MarkedCA(rotation.ca_fingerprint, {"created": rotation.created})
         self.ignored = set()
 
     def _rivals(self, fields):
@@ -318,7 +295,8 @@ class _Claim:
             self._give_up(winners + losers, "claimed the cluster first: it is on %s already" % self.node)
         return False
 
-    async def settle(self, client, node, resumed=False):
+    async def settle(self, resumed=False):
+        node = self.node
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.params["claim_deadline"]
         waited = []  # losers seen next to our CA, in the order first seen
@@ -326,9 +304,8 @@ class _Claim:
             if not resumed:  # a claim made by an earlier run has long settled: read at once
                 await asyncio.sleep(self.params["claim_settle"])
             resumed = False
-            config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-            fields = config.get_ca(self.kind)
-            node_cas = _node_cas(fields)
+            state = await self.service.read(node)
+            fields, node_cas = state.ca(self.kind)
             winners, losers = self._rivals(fields)
             if node_cas.issuing == self.mine.fingerprint:
                 return {"node": node, "rivals_waited_for": waited}  # swapped: the claim was won long ago
@@ -340,7 +317,7 @@ class _Claim:
                         "then rerun." % (self.mine.fingerprint[:16], node, node))
                 self._give_up(winners + losers, "its run's configuration replaced the one this run applied to %s" % node)
             if winners:
-                await self._withdraw(client, node, config, node_cas)
+                await self._withdraw(state)
                 self._give_up(winners, "it was created first, and both are on %s" % node)
             waited.extend(ca.fingerprint for ca in losers if ca.fingerprint not in waited)
             if not losers:
@@ -351,15 +328,16 @@ class _Claim:
                     "%s still carries %s, which lost the race for the cluster to this rotation but whose run did not take it "
                     "off within %ss: it is kept as a stray CA." % (node, stayed, self.params["claim_deadline"]))}
 
-    async def _withdraw(self, client, node, config, node_cas):
+    async def _withdraw(self, state):
+        fields, node_cas = state.ca(self.kind)
         after = _claim.without(node_cas, self.mine.fingerprint)
         if after == node_cas:
             return
-        fields = config.get_ca(self.kind)
-        config.set_ca(self.kind, fields.issuing_crt, fields.issuing_key,
-                      tuple(crt for crt in fields.accepted if _pki.fingerprint(crt) != self.mine.fingerprint))
-        await _apply(client, node, config, self.params, node_cas, after, "taking the rotation's CA off", False, self.guard)
-        self.rotation.record("node_patched", node=node, phase="withdraw", progress_before=_rotation.ACCEPTED,
+        desired = (fields.issuing_crt, fields.issuing_key,
+                   tuple(crt for crt in fields.accepted if _pki.fingerprint(crt) != self.mine.fingerprint))
+        withdraw = Plan(self.kind, "withdraw", node_cas, after, _rotation.ACCEPTED, _rotation.PENDING, (), desired)
+        await self.service.apply(state, withdraw, wait_kubelet=self.params["wait_kubelet"], step="taking the rotation's CA off")
+        self.rotation.record("node_patched", node=self.node, phase="withdraw", progress_before=_rotation.ACCEPTED,
                              progress_after=_rotation.PENDING, issuing_ca_fingerprint=after.issuing,
                              accepted_ca_fingerprints=list(after.accepted), apply_mode=self.params["apply_mode"], seconds=0)
 
@@ -373,100 +351,6 @@ class _Claim:
             "own rotation directory (on %s), then rerun to rotate from its CA if you still want to." % (
                 "; ".join(_claim.describe(ca) for ca in rivals) or "another rotation", why, self.mine.fingerprint[:16], moved,
                 ", ".join(sorted({ca.marker.get("host") or "?" for ca in rivals})) or "its controller"))
-
-
-async def _patch_service_account(params, node, target, client, rotation, check_mode, diff, guard=None, claim=False):  # pylint: disable=unused-argument
-    """The service-account keys of one control plane (KubeServiceAccountConfig issuer.privateKey / accepted.publicKeys) to
-    the state of one phase; progress read from the live fields, as public-key fingerprints."""
-    phase = params["phase"]
-    if phase in _rotation.ROLLBACK_PHASES:
-        raise ConfigError("phase %s does not apply to ca=service_account: the replaced signing key is not kept (only its public "
-                          "key), so control planes cannot sign with it again. Finish the rotation instead; nothing was "
-                          "changed." % phase)
-    old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
-    config = MachineConfig.parse(await client.machine_config(node=node), source="machine config of %s" % node)
-    _check_machine_type(node, config.machine_type, params["machine_type"])
-    current = service_account_fields(node, config)
-    before = _rotation.NodeCAs(_pki.public_key_fingerprint(current.signing_key, "signing key of %s" % node),
-                               tuple(_pki.public_key_fingerprint(pem, "accepted public key of %s" % node) for pem in current.accepted))
-    issuing, accepted = _rotation.desired_state(phase, before, old, new, node=node, preview=check_mode,
-                                                remove_strays=params["remove_stray_cas"])
-    after = _rotation.NodeCAs(issuing, accepted)
-    result = {
-        "node": node, "machine_type": config.machine_type, "phase": phase,
-        "progress_before": _rotation.progress(before, old, new), "progress_after": _rotation.progress(after, old, new),
-        "stray_ca_fingerprints": list(_rotation.strays(before, old, new)),
-        "issuing_ca_fingerprint": issuing, "accepted_ca_fingerprints": list(accepted),
-    }
-    if after == before:
-        return dict(result, changed=False)
-    publics = dict(zip(before.accepted, current.accepted))
-    publics.update({old: rotation.previous_public_key(), new: rotation.public_key()})
-    signing_key = rotation.signing_key() if issuing == new else current.signing_key
-    config.set_service_account(signing_key, [publics[fp] for fp in accepted])
-    applied = await client.apply_configuration(config.to_bytes(), node=node, mode=params["apply_mode"], dry_run=check_mode,
-                                               guard=guard)
-    result.update(changed=True, apply_mode=applied.get("mode"), warnings=list(applied.get("warnings") or []))
-    if check_mode:
-        result["dry_run_summary"] = redact(applied.get("mode_details", ""))
-    if diff:
-        header = "%s service-account keys (public-key fingerprints)" % node
-        result["diff"] = {"before": {"signing_key": REDACTED + " " + before.issuing, "accepted_public_keys": list(before.accepted)},
-                          "after": {"signing_key": REDACTED + " " + issuing, "accepted_public_keys": list(accepted)},
-                          "before_header": header, "after_header": header}
-    return result
-
-
-def service_account_fields(node, config):
-    """The node's service-account keys, or a refusal saying why this node cannot take part in the graceful rotation."""
-    if not config.is_control_plane:
-        raise RotationStateError("%s is a worker: service-account keys live on control planes only (Talos refuses a "
-                                 "KubeServiceAccountConfig on a worker); patch the control planes." % node)
-    if config.service_account_location == LOCATION_LEGACY_SERVICE_ACCOUNT:
-        raise RotationStateError(
-            "%s keeps its service-account key in %s (Talos v1.13 or older), which has no accepted-keys list: the key cannot be "
-            "rotated without invalidating every token at once. Upgrade the node to Talos v1.14+ (its config then carries a %s "
-            "document) and run again; nothing was changed." % (node, LOCATION_LEGACY_SERVICE_ACCOUNT, LOCATION_SERVICE_ACCOUNT_CONFIG))
-    fields = config.get_service_account()
-    if fields is None or not fields.signing_key:
-        raise RotationStateError("%s has no service-account signing key in its machine config (%s issuer.privateKey): restore "
-                                 "it before rotating; nothing was changed." % (node, LOCATION_SERVICE_ACCOUNT_CONFIG))
-    return fields
-
-
-def _bundle(node_cas):
-    """The node's CA bundle as the kubelet gets it: accepted CAs then the issuing CA, in order."""
-    return node_cas.accepted + ((node_cas.issuing,) if node_cas.issuing else ())
-
-
-def _node_cas(fields):
-    return _rotation.NodeCAs(_pki.fingerprint(fields.issuing_crt) if fields.issuing_crt else None,
-                             tuple(_pki.fingerprint(crt) for crt in fields.accepted))
-
-
-def _certificates_by_fingerprint(current, old_crt, new_crt):
-    known = [crt for crt in (current.issuing_crt, old_crt, new_crt) if crt] + list(current.accepted)
-    return {_pki.fingerprint(crt): crt for crt in known}
-
-
-def _check_machine_type(node, actual, expected):
-    if expected is None:
-        return
-    actual_group = "worker" if actual == "worker" else "controlplane"  # init nodes are control planes
-    if actual_group != expected:
-        raise RotationStateError("%s is a %s node (machine.type %s) but the inventory lists it as %s: fix the inventory group "
-                                 "before rotating, control planes must be patched before workers." % (node, actual_group, actual, expected))
-
-
-def _refuse_lockout(node, client_crt, desired):
-    """The node must still trust the client certificate this task authenticates with."""
-    issuing_crt, accepted = desired[0], desired[2]
-    pool = [crt for crt in (issuing_crt,) + accepted if crt]
-    if not any(_pki.is_issued_by(client_crt, ca) for ca in pool):
-        raise RotationStateError(
-            "refusing to patch %s: afterwards it would no longer trust the client certificate this task uses, and every "
-            "later call would be refused. Use a talosconfig issued by a CA the node keeps (the rotation's new admin "
-            "talosconfig after the accept phase)." % node)
 
 
 def _describe_fields(issuing_crt, issuing_key, accepted):

@@ -65,13 +65,29 @@ def test_a_node_patched_whose_audit_entry_cannot_be_written_is_reported_as_patch
         def record(self, *_args, **_fields):
             raise TalosPKIError("cannot append to the audit log /r/talos/audit.jsonl: No space left on device.")
 
-    def patched(coroutine):
-        coroutine.close()
+    async def patched(*_args, **_kwargs):  # the node's patch went through; only its audit entry fails
         return {"changed": True, "node": "10.5.0.3", "phase": "accept", "progress_before": "pending", "progress_after": "accepted",
                 "issuing_ca_fingerprint": "ab" * 32, "accepted_ca_fingerprints": ["cd" * 32], "apply_mode": "no_reboot"}
+
+    class Client:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *_exc_info):
+            return None
+
+    class Guard:
+        check = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_exc_info):
+            return None
     monkeypatch.setattr(machine_patch._rotation_store, "load", lambda *_args, **_kwargs: Rotation())
-    monkeypatch.setattr(machine_patch, "Target", lambda params: types.SimpleNamespace())
-    monkeypatch.setattr(machine_patch, "run_async", patched)
+    monkeypatch.setattr(machine_patch, "Target", lambda params: types.SimpleNamespace(client=Client, credentials=types.SimpleNamespace(crt=None)))
+    monkeypatch.setattr(machine_patch, "RunGuard", lambda folder=None: Guard())
+    monkeypatch.setattr(machine_patch, "_patch", patched)
     params = {name: spec.get("default") for name, spec in machine_patch.ARGUMENT_SPEC.items()}
     params.update(node="10.5.0.3", phase="accept", rotation_dir="/r/talos")
     with pytest.raises(RotationStateError) as refused:

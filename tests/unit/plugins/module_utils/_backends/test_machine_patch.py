@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.talosops.pki.plugins.module_utils import _rotation
+from ansible_collections.talosops.pki.plugins.module_utils import _node_service, _rotation
 from ansible_collections.talosops.pki.plugins.module_utils._auth import AUTH_ARGUMENT_SPEC
 from ansible_collections.talosops.pki.plugins.module_utils._backends import machine_patch
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
@@ -33,4 +33,4 @@ def test_kubelet_timeout_must_be_positive():
     ((None, ("new", "old")), ("old", ("new",)), False),  # same bundle, other fields
 ])
 def test_bundle_is_accepted_then_issuing(before, after, restarts):
-    assert (machine_patch._bundle(_rotation.NodeCAs(*before)) != machine_patch._bundle(_rotation.NodeCAs(*after))) == restarts
+    assert (_node_service.bundle(_rotation.NodeCAs(*before)) != _node_service.bundle(_rotation.NodeCAs(*after))) == restarts

@@ -80,8 +80,10 @@ def test_workers_in_waves_of_two_one_client_one_guard(cluster):
         (1, WORKERS[0:2], WORKERS[0:2], []), (2, WORKERS[2:4], WORKERS[2:4], []), (3, WORKERS[4:6], WORKERS[4:6], [])]
     assert all(wave["ca"] == "talos" and wave["phase"] == "accept" and wave["machine_type"] == "worker" for wave in waves)
     # A rerun resumes from the live state: nothing left to change.
+    lines = len(audit(rotation))
     again = machine_patch.run(params(rotation, nodes=WORKERS, wave_size=2))
     assert not again["changed"] and all(entry["progress_before"] == "accepted" for entry in again["nodes"])
+    assert len(audit(rotation)) == lines  # a run that changes nothing adds no audit line
 
 
 @pytest.mark.parametrize("concurrency", [1, 2, 4])
@@ -159,3 +161,50 @@ def test_single_node_mode_keeps_its_result(cluster):
     assert {"progress_before", "progress_after", "issuing_ca_fingerprint", "accepted_ca_fingerprints", "started", "finished",
             "apply_mode", "stray_ca_fingerprints"} <= set(result)
     assert guard.entered == 1 and client.applies() == WORKERS[:1]
+
+
+def test_remove_before_swap_refuses_every_node_of_the_wave_by_name(cluster):
+    client, rotation, _guard = cluster
+    result = machine_patch.run(params(rotation, nodes=WORKERS[:2], phase="remove", wave_size=1))
+    assert result["failed_nodes"] == WORKERS[:1] and "has not swapped to the new CA yet" in result["msg"]
+    assert "w4 (10.5.0.10): " in result["msg"] and "not patched: w5 (10.5.0.11)" in result["msg"]
+    assert client.applies() == []
+
+
+def test_a_remove_that_would_lock_the_task_out_is_refused_on_every_node(cluster):
+    client, rotation, _guard = cluster  # the task's client certificate is issued by the CA being replaced
+    for phase in ("accept", "swap"):
+        assert not machine_patch.run(params(rotation, nodes=WORKERS[:2], phase=phase)).get("failed")
+    result = machine_patch.run(params(rotation, nodes=WORKERS[:2], phase="remove"))
+    assert result["failed_nodes"] == WORKERS[:2] and result["msg"].count("would no longer trust the client certificate") == 2
+    assert client.applies(dry_run=False) == WORKERS[:2] * 2  # accept and swap only
+
+
+@pytest.mark.parametrize("shape", ["v1.13", "v1.15"])
+def test_kubernetes_ca_waves_wait_for_every_kubelet(tmp_path, monkeypatch, shape):
+    nodes = ["10.5.0.%d" % last for last in range(20, 24)]
+    client = FakeTalos({node: reference_config(shape, "worker") for node in nodes})
+    rotation = make_rotation(tmp_path, shape, "kubernetes")
+    monkeypatch.setattr(machine_patch, "Target", lambda params: FakeTarget(client, current_ca(shape, "talos")))
+    monkeypatch.setattr(machine_patch, "RunGuard", FakeGuard())
+    result = machine_patch.run(params(rotation, ca="kubernetes", nodes=nodes, wait_kubelet=True, kubelet_timeout=10.0))
+    assert result["changed_nodes"] == nodes
+    assert all(entry["kubelet"]["restarted"] for entry in result["nodes"])
+    # The watches were open together: the waits ran concurrently, not one node after the other.
+    watches = [index for index, (call, _node, _dry) in enumerate(client.calls) if call == "watch_service"]
+    first_apply = min(index for index, (call, _node, _dry) in enumerate(client.calls) if call == "apply")
+    assert len(watches) == len(nodes) and max(watches) < first_apply
+
+
+def test_service_account_waves_on_v115_control_planes(tmp_path, monkeypatch):
+    client = FakeTalos({node: reference_config("v1.15", "controlplane") for node in CONTROL_PLANES})
+    rotation = make_rotation(tmp_path, "v1.15", "service_account")
+    monkeypatch.setattr(machine_patch, "Target", lambda params: FakeTarget(client, current_ca("v1.15", "talos")))
+    monkeypatch.setattr(machine_patch, "RunGuard", FakeGuard())
+    for phase in ("accept", "swap", "remove"):
+        result = machine_patch.run(params(rotation, ca="service_account", nodes=CONTROL_PLANES, phase=phase), diff=True)
+        assert result["changed_nodes"] == CONTROL_PLANES and {entry["progress_after"] for entry in result["nodes"]} == {
+            {"accept": "accepted", "swap": "swapped", "remove": "removed"}[phase]}
+        assert "PRIVATE" not in json.dumps(result)
+    with pytest.raises(ConfigError, match="does not apply to ca=service_account"):
+        machine_patch.run(params(rotation, ca="service_account", nodes=CONTROL_PLANES, phase="rollback_swap"))
