@@ -7,14 +7,15 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: rotation_progress
 type: notification
-short_description: Progress of each phase's node patches as they finish, with the waves left
+short_description: Progress of each phase's node patches, wave by wave, with the waves left
 version_added: 0.1.0
 description:
-  - While a C(talosops.pki.talos_machine_patch) task runs (each phase of the C(talosops.pki.rotate_ca) role, control planes
-    then workers), prints a line each time a node is done - how many nodes are done, how many are left, how long the
-    task has run, and an estimate of the waves left and of their time. The wave size is the number of nodes seen
-    patching at once (the Kubernetes worker batch, or C(--forks) when that is lower); the time per wave is the
-    average so far.
+  - For each C(talosops.pki.talos_machine_patch) task (each phase of the C(talosops.pki.rotate_ca) role patches its
+    control planes in one task, then its workers in one, in waves), prints a line per wave - the nodes of that wave,
+    how long it took, how many nodes are done and left, and an estimate of the time the waves left take (the average
+    wave so far); a failed wave names its failed nodes. The waves come from the task's result.
+  - A task that patches one node per host (O(node) rather than O(nodes)) gets a line each time a node is done, with
+    the waves left estimated from the number of hosts seen patching at once.
   - A Kubernetes API CA rotation of a large cluster spends minutes waiting for kubelets; this shows it moving.
   - Adds to the output of the stdout callback (it prints nothing else and changes nothing).
   - Enable it with C(callbacks_enabled = talosops.pki.rotation_progress) in C(ansible.cfg), or
@@ -74,6 +75,34 @@ class _TaskProgress:
             left, waves_left, "" if waves_left == 1 else "s", wave, elapsed / waves_done * waves_left)
 
 
+def wave_lines(name, outcome):
+    """One line per wave of a wave-mode talos_machine_patch result: its nodes, seconds, nodes done and left, time left."""
+    planned = [wave for wave in outcome["waves"] if wave.get("nodes")]
+    # The nodes that succeeded and those that failed (a failure stops before the next wave: its nodes are not counted).
+    total = len(outcome.get("nodes") or []) + len(outcome.get("failed_nodes") or [])
+    failed = set(outcome.get("failed_nodes") or [])
+    lines, done, spent = [], 0, 0.0
+    for index, wave in enumerate(planned, 1):
+        nodes = wave["nodes"]
+        seconds = float(wave.get("seconds") or 0.0)
+        broken = [node for node in nodes if node in failed]
+        done += len(nodes) - len(broken)
+        spent += seconds
+        text = "progress | %s: wave %d of %d, %d node%s in %.1fs (%d changed); %d of %d nodes done" % (
+            name, index, len(planned), len(nodes), "" if len(nodes) == 1 else "s", seconds,
+            len(wave.get("changed_nodes") or []), done, total)
+        if broken:
+            # The task's own message names each failed node by inventory name and address, with the reason.
+            text += "; FAILED: %s (see the task's message)" % ", ".join(broken)
+        elif done >= total:
+            text += ", none left"
+        else:
+            left = max(math.ceil((total - done) / max(len(nodes), 1)), 1)
+            text += "; about %d more wave%s, ~%.0fs" % (left, "" if left == 1 else "s", spent / index * left)
+        lines.append(text)
+    return lines
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
@@ -104,6 +133,11 @@ class CallbackModule(CallbackBase):
     def _finished(self, result, skipped=False):
         task = getattr(result, "task", None) or result._task  # pylint: disable=protected-access
         if self._task is None or task._uuid != self._task.uuid:  # pylint: disable=protected-access
+            return
+        outcome = getattr(result, "result", None) or result._result  # pylint: disable=protected-access
+        if not skipped and isinstance(outcome, dict) and isinstance(outcome.get("waves"), list):
+            for line in wave_lines(self._task.name, outcome):
+                self._display.display(line)
             return
         host = getattr(result, "host", None) or result._host  # pylint: disable=protected-access
         self._task.finish(host.get_name(), skipped)

@@ -1,7 +1,7 @@
 """Kill ansible-playbook (SIGKILL) at every step boundary of a rotation, rerun, and demand the same rotation finished.
 
 Talos API CA, 3 control planes + 2 workers: after the new CA is generated (before any node sees it), after each
-node's patch in each phase, after each verification, and right before the new talosconfig is written. Kubernetes
+wave task of each phase (the control planes', then the workers'), after each verification, and right before the new talosconfig is written. Kubernetes
 API CA: at each phase boundary and in the middle of a kubelet wait. Each case reruns the playbook once, with no
 manual step, and checks: exit 0, the same new CA as the killed run had persisted, every node in the final state,
 the new credentials working and the old ones refused.
@@ -18,31 +18,40 @@ from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import MachineConfig
 
-FIRST_CONTROLPLANE = "talos-sim-controlplane-1"  # run_once tasks report on the play's first host
+FIRST_CONTROLPLANE = "talos-sim-controlplane-1"  # run_once tasks (every wave task too) report on the play's first host
 TALOS_NODES = ["talos-sim-controlplane-1", "talos-sim-controlplane-2", "talos-sim-controlplane-3", "talos-sim-worker-1",
                "talos-sim-worker-2"]
-TALOS_PATCHES = {"accept": "Accept | add the new CA", "swap": "Swap | make the new CA", "remove": "Remove | drop the old CA"}
+# Each phase patches the control planes in one wave task, then the workers in one: killed after each of them.
+TALOS_PATCHES = {"accept": "Accept | add the new CA to machine.acceptedCAs",
+                 "swap": "Swap | make the new CA machine.ca, keep the old one accepted",
+                 "remove": "Remove | drop the old CA from machine.acceptedCAs"}
+TIERS = {"the control planes": "control planes", "the workers": "workers"}
 TALOS_VERIFICATIONS = ["Verify | new client certificate, old or new server CA", "Verify | new PKI", "Verify | new PKI only"]
 
 TALOS_CASES = (
     [("generated, no node changed", "Generate | persist the new Talos API CA@" + FIRST_CONTROLPLANE)]
-    + [("%s patched on %s" % (phase, node), "%s@%s" % (task, node)) for phase, task in TALOS_PATCHES.items() for node in TALOS_NODES]
+    + [("%s patched on %s" % (phase, tier), "%s (%s@%s" % (task, label, FIRST_CONTROLPLANE))
+       for phase, task in TALOS_PATCHES.items() for tier, label in TIERS.items()]
     + [("after %s" % task, "%s@%s" % (task, FIRST_CONTROLPLANE)) for task in TALOS_VERIFICATIONS]
     + [("before the talosconfig is written", "Verify | old talosconfig refused@" + FIRST_CONTROLPLANE)]
 )
 
 KUBERNETES_ONLY = {"rotate_talos": False, "rotate_kubernetes": True}
+KUBE_ACCEPT = "Accept | add the new Kubernetes CA to the accepted CAs"
+KUBE_SWAP = "Swap | make the new Kubernetes CA the issuing CA, keep the old one accepted"
+KUBE_REMOVE = "Remove | drop the old Kubernetes CA from the accepted CAs"
 KUBE_CASES = [
     ("generated, no node changed", "Generate | persist the new Kubernetes API CA@" + FIRST_CONTROLPLANE),
-    ("accept done on a control plane", "Accept | add the new Kubernetes CA@" + FIRST_CONTROLPLANE),
+    ("accept done on the control planes", "%s (control planes@%s" % (KUBE_ACCEPT, FIRST_CONTROLPLANE)),
     ("accept phase done", "Verify | every node Ready, new CA accepted@" + FIRST_CONTROLPLANE),
-    ("swap done on a worker", "Swap | make the new Kubernetes CA@talos-sim-worker-1"),
+    ("swap done on the workers", "%s (workers@%s" % (KUBE_SWAP, FIRST_CONTROLPLANE)),
     ("swap phase done", "Verify | new kubeconfig, every node Ready@" + FIRST_CONTROLPLANE),
-    ("remove done on a control plane", "Remove | drop the old Kubernetes CA@" + FIRST_CONTROLPLANE),
+    ("remove done on the control planes", "%s (control planes@%s" % (KUBE_REMOVE, FIRST_CONTROLPLANE)),
     ("before the kubeconfig is written", "Verify | old kubeconfig refused@" + FIRST_CONTROLPLANE),
     # The kubelet restarts 1 s after the patch (in these cases only): these kill the run while the task waits for it.
-    ("in a control plane's kubelet wait (accept)", "Accept | add the new Kubernetes CA@%s+0.5" % FIRST_CONTROLPLANE),
-    ("in a worker's kubelet wait (swap)", "Swap | make the new Kubernetes CA@talos-sim-worker-2+0.5"),
+    ("in a control plane's kubelet wait (accept)", "%s (control planes@%s+0.5" % (KUBE_ACCEPT, FIRST_CONTROLPLANE)),
+    # Workers in waves of one (half of two workers): 1.6 s is in the first worker's wait or the second one's.
+    ("in a worker's kubelet wait (swap)", "%s (workers@%s+1.6" % (KUBE_SWAP, FIRST_CONTROLPLANE)),
 ]
 
 

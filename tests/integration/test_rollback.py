@@ -145,7 +145,6 @@ def test_talos_rollback_killed_mid_swap_then_interrupted_again_finishes_on_rerun
     with open(cluster.inventory_path, encoding="utf-8") as handle:
         inventory = yaml.safe_load(handle)
     controlplane = list(inventory["all"]["children"]["controlplane"]["hosts"])[0]
-    worker = list(inventory["all"]["children"]["worker"]["hosts"])[0]
 
     # Killed inside the swap: the control planes issue with the new CA, the workers still with the old one.
     mid_swap = run_playbook(cluster, rotation_dir, kill_after="Swap | make the new CA machine.ca, keep the old one accepted (control planes)@%s" % controlplane)
@@ -156,8 +155,9 @@ def test_talos_rollback_killed_mid_swap_then_interrupted_again_finishes_on_rerun
     progress = {node.name: kind_fields(node, "talos")[0] for node in cluster.nodes}
     assert new in progress.values() and old in progress.values(), progress
 
-    # The rollback itself killed half-way (after the swap back, inside the drop), then rerun with the same command.
-    killed = run_playbook(cluster, rotation_dir, kill_after="Rollback | drop the new CA from machine.acceptedCAs (workers)@%s" % worker,
+    # The rollback itself killed half-way (after the swap back, inside the drop: the control planes' wave done, not the
+    # workers'), then rerun with the same command.
+    killed = run_playbook(cluster, rotation_dir, kill_after="Rollback | drop the new CA from machine.acceptedCAs (control planes)@%s" % controlplane,
                           extra_vars={"rotate_ca_rollback": True})
     assert killed.returncode != 0 and "PLAY RECAP" not in killed.output
     settled_configs(cluster)

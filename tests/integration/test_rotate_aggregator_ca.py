@@ -122,7 +122,7 @@ def test_no_key_in_any_output(rotated):
     assert os.stat(new_key_path).st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("boundary", ["Verify | new front-proxy CA accepted", "Patch | aggregator CA, control planes one at a time, phase swap",
+@pytest.mark.parametrize("boundary", ["Verify | new front-proxy CA accepted", "Patch | aggregator CA, phase swap (control planes",
                                       "Verify | new front-proxy CA only"])
 def test_killed_at_a_phase_boundary_and_rerun(make_sim_cluster, tmp_path, boundary):
     cluster = make_sim_cluster(controlplanes=2, workers=1, talos_version="v1.15.0")

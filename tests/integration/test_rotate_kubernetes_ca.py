@@ -192,7 +192,7 @@ def test_no_node_lost_readiness_to_trust_while_rotating(rotated):
 def test_control_planes_one_at_a_time_workers_in_batches(rotated):
     # Default batch: half of the 3 workers, rounded up. Seen from the cluster: never two control planes restarting
     # their kubelet at once, and two workers at once (the batch) but never three.
-    assert "3 control planes one at a time, 3 workers in batches of 2" in rotated["real"].output
+    assert "3 control planes one at a time, 3 workers in waves of 2" in rotated["real"].output
     assert rotated["most_not_ready_at_once"] == {"controlplane": 1, "worker": 2}
 
 
@@ -303,14 +303,15 @@ def test_interrupted_kubernetes_rotation_resumes_with_the_same_ca(make_sim_clust
     rotation_dir = str(tmp_path / "rotation")
     ca_path = os.path.join(rotation_dir, "kubernetes", "ca.crt")
     variables = dict(KUBERNETES_ONLY, rotate_ca_kubeconfig=str(cluster.kubeconfig_path))
-    controlplane = cluster.controlplanes[1].name
-    worker = cluster.workers[0].name
+    # The wave tasks run once, on the play's first host: killed after the workers' accept wave, then after the control
+    # planes' swap wave.
+    host = cluster.controlplanes[0].name
 
-    killed_in_accept = run_playbook(cluster, rotation_dir, kill_after="Accept | add the new Kubernetes CA@%s" % worker,
+    killed_in_accept = run_playbook(cluster, rotation_dir, kill_after="Accept | add the new Kubernetes CA to the accepted CAs (workers@%s" % host,
                                     extra_vars=variables)
     assert killed_in_accept.returncode != 0 and "PLAY RECAP" not in killed_in_accept.output
     new_ca = read(ca_path)
-    killed_in_swap = run_playbook(cluster, rotation_dir, kill_after="Swap | make the new Kubernetes CA@%s" % controlplane,
+    killed_in_swap = run_playbook(cluster, rotation_dir, kill_after="Swap | make the new Kubernetes CA the issuing CA, keep the old one accepted (control planes@%s" % host,
                                   extra_vars=variables)
     assert killed_in_swap.returncode != 0 and "PLAY RECAP" not in killed_in_swap.output
     assert any(kubernetes_ca_fields(node)[0] == pem_to_der(new_ca) for node in cluster.nodes), "the swap had not started"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _claim, _files, _node_service, _pki, _rotation, _rotation_store
@@ -168,7 +169,8 @@ async def _run_waves(params, nodes, target, rotation, check_mode, diff, guard=No
             outcome.waves.append(entry)
             failed = [node for node in wave if node not in outcome.results]
             # Like every audit line, for a real change only: a wave that moved a node, or where one failed (and may have).
-            if record_waves and not check_mode and (entry["changed_nodes"] or failed):
+            # A claim lost in the first wave has moved the rotation folder aside (withdrawn): nothing to record into.
+            if record_waves and not check_mode and (entry["changed_nodes"] or failed) and os.path.isdir(rotation.path):
                 rotation.record("wave_patched", ca=params["ca"], phase=params["phase"], machine_type=params["machine_type"],
                                 wave=index, failed_nodes=failed, **entry)
             unexpected = [error for error in gathered if isinstance(error, BaseException)]
