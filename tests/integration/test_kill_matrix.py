@@ -25,7 +25,8 @@ TALOS_PATCHES = {"accept": "Accept | add the new CA", "swap": "Swap | make the n
 TALOS_VERIFICATIONS = ["Verify | new client certificate, old or new server CA", "Verify | new PKI", "Verify | new PKI only"]
 
 TALOS_CASES = (
-    [("generated, no node changed", "Generate | persist the new Talos API CA@" + FIRST_CONTROLPLANE)]
+    [("generated, no node changed", "Generate | persist the new Talos API CA@" + FIRST_CONTROLPLANE),
+     ("admin talosconfig written, no node changed", "Credentials | the rotation's admin talosconfig@" + FIRST_CONTROLPLANE)]
     + [("%s patched on %s" % (phase, node), "%s@%s" % (task, node)) for phase, task in TALOS_PATCHES.items() for node in TALOS_NODES]
     + [("after %s" % task, "%s@%s" % (task, FIRST_CONTROLPLANE)) for task in TALOS_VERIFICATIONS]
     + [("before the talosconfig is written", "Verify | old talosconfig refused@" + FIRST_CONTROLPLANE)]
