@@ -137,6 +137,14 @@ EXAMPLES = r"""
     endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
   run_once: true
 
+- name: After a CA rotation, reissue a user's talosconfig in place, keeping its roles, endpoints and nodes
+  talosops.pki.talos_talosconfig:
+    path: ~/.talos/prod-config
+    ca_dir: /var/lib/talos-rotation/talos
+    reissue: true
+    backup: true
+  run_once: true
+
 - name: Mid-rotation admin credentials - a client certificate from the new CA, trusting the old and the new server CA
   talosops.pki.talos_talosconfig:
     path: /var/lib/talos-rotation/talos/talosconfig
@@ -144,14 +152,6 @@ EXAMPLES = r"""
     context: prod
     endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
     trust_previous_ca: true
-  run_once: true
-
-- name: After a CA rotation, reissue a user's talosconfig in place, keeping its roles, endpoints and nodes
-  talosops.pki.talos_talosconfig:
-    path: ~/.talos/prod-config
-    ca_dir: /var/lib/talos-rotation/talos
-    reissue: true
-    backup: true
   run_once: true
 """
 
