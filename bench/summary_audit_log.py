@@ -74,7 +74,7 @@ def main():
                       node_names={node: "node-%d" % index for index, node in enumerate(controlplanes + workers)},
                       phases=["swap", "remove"], since=stamp(started), preflight_nodes=preflight)
         begin = time.perf_counter()
-        for _ in range(args.rounds):
+        for _round in range(args.rounds):
             result = rotation_summary.run(params)
         seconds = (time.perf_counter() - begin) / args.rounds
     moved = sum(1 for row in result["summary"]["nodes"] if row["before"] != row["after"])

@@ -367,8 +367,9 @@ def _lines(summary, notes):
 
 def _wave_text(wave, names):
     """One wave: its tier and number, how many nodes it had and moved, its seconds, and the nodes that failed by name."""
-    text = "%s %s: %d node%s, %d moved, %.1f s" % (wave["machine_type"] or "nodes", wave["wave"], len(wave["nodes"]),
-                                                  "" if len(wave["nodes"]) == 1 else "s", len(wave["changed_nodes"]), wave["seconds"])
+    count = len(wave["nodes"])
+    text = "%s %s: %d node%s, %d moved, %.1f s" % (
+        wave["machine_type"] or "nodes", wave["wave"], count, "" if count == 1 else "s", len(wave["changed_nodes"]), wave["seconds"])
     if wave["failed_nodes"]:
         text += ", FAILED: %s" % ", ".join("%s (%s)" % (names.get(address, address), address) for address in wave["failed_nodes"])
     return text

@@ -73,9 +73,11 @@ ACCEPT_WAVES = [moved(CP, "accept", "pending", "accepted", 1.0), wave("accept", 
                 moved(W1, "accept", "pending", "accepted", 2.5), moved(W2, "accept", "pending", "accepted", 2.4),
                 wave("accept", "worker", 1, [W1, W2], [W1, W2], 1.5, 2.5)]
 EARLIER_RUN = [dict(entry, time=stamp(T - 600 + index)) for index, entry in enumerate(ACCEPT_WAVES)]
-REST = [moved(node, phase, before, after, at) for phase, before, after, base in (("swap", "accepted", "swapped", 3.0),
-                                                                                  ("remove", "swapped", "removed", 6.0))
+REST_PHASES = (("swap", "accepted", "swapped", 3.0), ("remove", "swapped", "removed", 6.0))
+REST = [moved(node, phase, before, after, at) for phase, before, after, base in REST_PHASES
         for node, at in ((CP, base), (W1, base + 1), (W2, base + 1))]
+ROLLED_BACK = [moved(node, phase, before, after, at) for phase, before, after, at in (
+    ("rollback_swap", "swapped", "accepted", 1.0), ("rollback_accept", "accepted", "pending", 2.0)) for node in NAMES]
 # A worker refused every apply: its wave failed, the other worker of the wave moved.
 FAILED_WAVE = [moved(CP, "accept", "pending", "accepted", 1.0), wave("accept", "controlplane", 1, [CP], [CP], 0.5, 1.0),
                moved(W1, "accept", "pending", "accepted", 2.5), wave("accept", "worker", 1, [W1, W2], [W1], 1.5, 4.0, failed=[W2])]
@@ -116,9 +118,7 @@ OUTCOMES = {
                                   "would be: rotation complete: every node trusts the new CA only", None, ["removed removed"] * 3),
     "caller's state": (ACCEPT_WAVES, dict(state="rolled back", next_step="start again"), "pending", False,
                        "Talos API CA rotation: accept phase done", "rolled back", "start again", ["pending accepted"] * 3),
-    "rollback": ([moved(node, phase, before, after, at) for phase, before, after, at in (
-        ("rollback_swap", "swapped", "accepted", 1.0), ("rollback_accept", "accepted", "pending", 2.0)) for node in NAMES],
-                 dict(rollback=True, phases=["rollback_swap", "rollback_accept"]), "swapped", False,
+    "rollback": (ROLLED_BACK, dict(rollback=True, phases=["rollback_swap", "rollback_accept"]), "swapped", False,
                  "Talos API CA rotation rolled back", "rolled back: every node is on the old CA alone, the new CA is accepted nowhere",
                  "to rotate this CA later", ["swapped pending"] * 3),
     "rollback, stopped": ([moved(CP, "rollback_swap", "swapped", "accepted", 1.0)],

@@ -47,8 +47,8 @@ def test_the_admin_talosconfig_trusts_both_server_cas_and_is_kept_on_a_rerun(tmp
     assert _pki.is_issued_by(context.crt, rotation.ca_cert())
     assert _pki.describe_certificate(context.crt)["organization"] == ["os:admin"]
     # The new CA first, then the one it replaces: either may serve a node until the rotation ends.
-    assert [_pki.fingerprint(crt) for crt in _pki.split_pem_certificates(context.ca)] == [rotation.ca_fingerprint,
-                                                                                        _pki.fingerprint(old_ca.crt)]
+    bundle = [_pki.fingerprint(crt) for crt in _pki.split_pem_certificates(context.ca)]
+    assert bundle == [rotation.ca_fingerprint, _pki.fingerprint(old_ca.crt)]
     assert first["contexts"][0]["ca_fingerprints"] == [rotation.ca_fingerprint, rotation.previous_ca_fingerprint]
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert events(rotation) == ["talosconfig_written"]
