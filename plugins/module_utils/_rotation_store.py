@@ -166,6 +166,32 @@ class Rotation:
             raise TalosPKIError("cannot append to the audit log %s: %s. The log is as it was before this entry; the rotation "
                                 "directory must stay writable: %s." % (self.file(AUDIT_LOG), exc.strerror or exc, _files.remedy(exc))) from exc
 
+    def entries(self, since=None):
+        """The audit log's entries (dicts, oldest first), those written at or after `since` (epoch seconds) when given.
+
+        Lines sealed under a vault secret ({"vault": ...}) are decrypted; a line that is not whole JSON (none is written,
+        but a hand-edited log may hold one) is skipped rather than failing a summary.
+        """
+        path = self.file(AUDIT_LOG)
+        if not os.path.isfile(path):
+            return []
+        with open(path, "rb") as handle:
+            lines = handle.read().splitlines()
+        found = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                if isinstance(entry, dict) and set(entry) == {"vault"}:
+                    entry = json.loads(_files.unsealed(path, entry["vault"].encode()))
+            except ValueError:
+                continue
+            if not isinstance(entry, dict):
+                continue
+            if since is not None and entry_time(entry) < since:
+                continue
+            found.append(entry)
+        return found
+
     def facts(self):
         """Paths and public facts for task output: never key material."""
         if self.kind == KIND_SERVICE_ACCOUNT:
@@ -321,6 +347,33 @@ def _create(path, kind, fingerprint, previous_fingerprint, files, rotation_id=No
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text):
+    """Epoch seconds of a UTC time as this collection writes it (2026-01-02T03:04:05Z, with or without microseconds), or of
+    a number of epoch seconds given as such; ConfigError for anything else."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError("%r is not a time: give a UTC time such as 2026-01-02T03:04:05Z (as talos_rotation_lock's holder.since "
+                          "says it), or epoch seconds." % (text,)) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def entry_time(entry):
+    """When an audit entry was written, in epoch seconds (0 for an entry without a readable time)."""
+    try:
+        return parse_time(entry.get("time"))
+    except ConfigError:
+        return 0.0
 
 
 def _state_bytes(state):

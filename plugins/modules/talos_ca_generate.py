@@ -188,16 +188,12 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Create (or reuse) the new Talos API CA and an admin talosconfig trusting old and new server CAs
+# The admin talosconfig from it, trusting old and new server CAs: talos_talosconfig with trust_previous_ca (its last example).
+- name: Create (or reuse) the new Talos API CA
   talosops.pki.talos_ca_generate:
     path: /var/lib/talos-rotation/talos
     kind: talos
     previous_ca: "{{ cluster.issuing_ca.talos.crt }}"
-    talosconfig:
-      path: /var/lib/talos-rotation/talos/talosconfig
-      context: prod
-      endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
-      trust_previous_ca: true
     # A backup of the credentials in use, which the end of the rotation proves refused.
     previous_talosconfig:
       src: ~/.talos/config

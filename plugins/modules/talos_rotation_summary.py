@@ -7,20 +7,25 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: talos_rotation_summary
-short_description: Summarise a CA rotation run - per node before and after, the state reached and the next step
+short_description: Summarise a CA rotation run - per node before and after, seconds per wave, the state reached and the next step
 version_added: 0.1.0
 description:
-  - Builds the end-of-run summary of a CA rotation from the run's M(talosops.pki.talos_machine_patch) results (each
-    node's progress before and after each phase, and when each patch started and finished) and the preflight's reading
-    of the nodes (M(talosops.pki.talos_cluster_info)), with the rotation's old and new CA read from its folder.
+  - Builds the end-of-run summary of a CA rotation (or of its rollback, O(rollback)) from the rotation's audit log, the
+    C(audit.jsonl) of its folder - each C(node_patched) entry M(talosops.pki.talos_machine_patch) wrote says a node moved
+    (progress before and after, seconds), each C(wave_patched) entry how long a wave of nodes took. Only the entries written
+    since O(since) count - the entries of this run. A log without wave entries (written by an older version, one node per
+    task) gives one wave per phase and node type, made of the nodes that changed.
+  - In check mode nothing is written to the log; the summary then projects the preflight's reading of the nodes
+    (O(preflight_nodes)) through the run's phases - where a real run would take each node.
   - Returns the summary as data (RV(summary)) and as text lines (RV(lines)) - a headline, the state the cluster is in,
-    the next step, one row per node (inventory name, address, type, progress before -> after), the CAs, the seconds of
-    each phase in which a node changed, the admin credentials written with their client certificate's expiry.
+    the next step, one row per node (inventory name, address, type, progress before -> after, a failed node marked), the
+    CAs, the seconds of each phase and of each of its waves in which a node changed or failed, the admin credentials
+    written with their client certificate's expiry.
   - Tells apart a run that moved nodes, one that found nothing to do (with how to start a new rotation), check mode
     (what would change; no folder shown that check mode deletes) and a run that failed (where it stopped, how to resume).
-  - Reads files only and never changes anything; no private key or certificate PEM is returned.
-  - Runs on the controller through its action plugin, which also reads the results named in O(result_vars) from every
-    node's host.
+  - Reads files only and never changes anything; no private key or certificate PEM is returned. A vault-encrypted audit
+    log is read with the play's vault secrets.
+  - Runs on the controller through its action plugin.
 extends_documentation_fragment:
   - talosops.pki._attributes
   - talosops.pki._attributes.info_module
@@ -30,7 +35,7 @@ options:
       - The CA the rotation is about.
     type: str
     required: true
-    choices: [talos, kubernetes]
+    choices: [talos, kubernetes, aggregator]
   rotation_dir:
     description:
       - The rotation folder of that CA (RV(talosops.pki.talos_ca_generate#module:path)).
@@ -56,33 +61,36 @@ options:
     default: []
   node_names:
     description:
-      - Inventory host name of each node address; the action plugin reads O(result_vars) from these hosts.
+      - Inventory host name of each node address, shown in the rows.
     type: dict
     default: {}
   phases:
     description:
-      - The phases this run did (V(accept), V(swap), V(remove)).
+      - The phases this run did - V(accept), V(swap), V(remove); with O(rollback), V(rollback_swap), V(rollback_accept).
     type: list
     elements: str
     required: true
-  patches:
+  since:
     description:
-      - Results of M(talosops.pki.talos_machine_patch) to summarise (C(node), C(phase), C(progress_before),
-        C(progress_after), C(changed), C(started), C(finished)), in addition to those read through O(result_vars).
-    type: list
-    elements: dict
-    default: []
-  result_vars:
+      - When this run started, as a UTC time (V(2026-01-02T03:04:05Z), for example the C(holder.since) of
+        M(talosops.pki.talos_rotation_lock)) or epoch seconds. Audit entries written before it belong to earlier runs and
+        are left out.
+      - Without it, every entry of the log counts (the whole rotation so far).
+    type: str
+  rollback:
     description:
-      - Names of variables registered from M(talosops.pki.talos_machine_patch) tasks, read from the host of every node in
-        O(node_names) (skipped tasks are ignored). Only through the action plugin.
-    type: list
-    elements: str
-    default: []
+      - Summarise a rollback (rotate_ca_rollback) - nodes going back towards V(pending) - rather than the rotation.
+    type: bool
+    default: false
+  rolled_back_to:
+    description:
+      - With O(rollback), where the rotation folder was kept (RV(talosops.pki.talos_ca_generate#module:rolled_back_to)); it
+        is read from there once it exists, and shown.
+    type: str
   preflight_nodes:
     description:
-      - RV(talosops.pki.talos_cluster_info#module:nodes) of the run's preflight - the progress of a node no patch reached
-        (before the first phase, or after a failure).
+      - RV(talosops.pki.talos_cluster_info#module:nodes) of the run's preflight - where each node stood before this run (the
+        progress of a node that did not move), and in check mode what the projection starts from.
     type: dict
     default: {}
   failed:
@@ -123,13 +131,15 @@ options:
 seealso:
   - module: talosops.pki.talos_machine_patch
   - module: talosops.pki.talos_cluster_info
+  - module: talosops.pki.talos_rotation_lock
 author:
   - talosops.pki contributors (@talosops)
 """
 
 EXAMPLES = r"""
-# After tasks that registered their talos_machine_patch results as `accepted` (see that module's first example):
-- name: Summarise the run
+# After talos_machine_patch tasks of the accept phase with rotation_dir /var/lib/talos-rotation/talos (see that module's
+# first example), and a preflight registered as `cluster` (talos_cluster_info's first example):
+- name: Summarise the run from the rotation's audit log
   talosops.pki.talos_rotation_summary:
     kind: talos
     rotation_dir: /var/lib/talos-rotation/talos
@@ -137,7 +147,7 @@ EXAMPLES = r"""
     workers: "{{ groups['worker'] | map('extract', hostvars, 'talos_node_address') }}"
     node_names: "{{ dict(groups['all'] | map('extract', hostvars, 'talos_node_address') | zip(groups['all'])) }}"
     phases: [accept]
-    result_vars: [accepted]
+    preflight_nodes: "{{ cluster.nodes }}"
     show: true
   register: summary
   run_once: true
@@ -157,11 +167,15 @@ lines:
 summary:
   description:
     - C(headline), C(state) (the state the cluster is in), C(reached) (the least progress of any node - V(pending),
-      V(accepted), V(swapped), V(removed)), C(next_step) (null when there is nothing to do), C(check_mode), C(failed).
-    - C(nodes) - per node C(name), C(address), C(tier), C(before), C(after) (progress) and C(phases) (those that changed it).
+      V(accepted), V(swapped), V(removed); for a rollback the greatest), C(next_step) (null when there is nothing to do),
+      C(check_mode), C(failed), C(rollback).
+    - C(nodes) - per node C(name), C(address), C(tier), C(before), C(after) (progress), C(phases) (those that changed it),
+      C(seconds) (its patches' time) and C(failed) (in a wave that failed).
+    - C(waves) - per wave, in the order they ran, C(phase), C(machine_type), C(wave) (its number), C(nodes),
+      C(changed_nodes), C(failed_nodes) (addresses), C(started), C(finished) (epoch seconds), C(seconds); empty in check mode.
     - C(old_ca), C(new_ca) (C(fingerprint), C(not_after)), C(phases_run), C(phase_seconds) (per phase in which a node
-      changed), C(credentials) (C(what), C(path), C(changed), C(not_after)), C(rotation_dir) and C(audit_log) (null for a
-      check-mode throwaway).
+      changed - its first wave's start to its last wave's end), C(credentials) (C(what), C(path), C(changed), C(not_after)),
+      C(rotation_dir) and C(audit_log) (null for a check-mode throwaway), C(rolled_back_to).
   returned: success
   type: dict
 """

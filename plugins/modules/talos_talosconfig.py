@@ -15,7 +15,8 @@ description:
     bundle (O(secrets_file)). No node is contacted.
   - The certificate is made the way Talos makes talosconfig certificates - one Subject Organization per role (that is how
     Talos reads roles), ExtendedKeyUsage exactly ClientAuth, a key of the CA's type - plus the user name as its common name
-    when O(name) is given (Talos ignores the common name; it names the holder in audits). The context's CA is the CA alone.
+    when O(name) is given (Talos ignores the common name; it names the holder in audits). The context's CA is the CA alone,
+    or with O(trust_previous_ca) the CA and the CA the rotation replaces.
   - With O(reissue=true), every context of an existing file that belongs to this cluster (its CA or its certificate's issuer
     is the CA, or the rotation's previous CA) gets a new certificate from the CA keeping its roles (read from its
     certificate), user name, endpoints and nodes - what every talosconfig holder needs after a CA rotation. Contexts of
@@ -24,6 +25,7 @@ description:
     its endpoints and nodes are as asked, and less than 30 days (or a fifth of O(validity_hours)) of it are not yet left.
     When only endpoints, nodes or the CA bundle differ, the certificate is kept and only those fields are rewritten.
   - The file is written atomically with mode 0600 (a missing parent folder is created 0700); other contexts keep their bytes.
+    A change made with the CA of a rotation directory (O(ca_dir)) is recorded in that rotation's audit log.
   - Refuses, before writing anything, a role Talos does not give users, a lifetime that would outlive the CA, a CA without
     its private key, and on reissue a certificate holding a role Talos does not know.
 extends_documentation_fragment:
@@ -104,6 +106,14 @@ options:
       - Before changing an existing file, keep a copy as C(<path>.bak-<UTC time>) (mode 0600).
     type: bool
     default: false
+  trust_previous_ca:
+    description:
+      - Trust servers signed by the CA of O(ca_dir) or by the CA it replaces (the context's CA bundle holds both, the new CA
+        first) - the rotation's admin talosconfig, which works on every node from the end of the accept phase to the end
+        of the rotation, whichever of the two CAs a node serves with.
+      - Only with O(ca_dir).
+    type: bool
+    default: false
 seealso:
   - module: talosops.pki.talos_ca_generate
   - module: talosops.pki.talos_kubeconfig
@@ -133,6 +143,15 @@ EXAMPLES = r"""
     ca_dir: /var/lib/talos-rotation/talos
     reissue: true
     backup: true
+  run_once: true
+
+- name: Mid-rotation admin credentials - a client certificate from the new CA, trusting the old and the new server CA
+  talosops.pki.talos_talosconfig:
+    path: /var/lib/talos-rotation/talos/talosconfig
+    ca_dir: /var/lib/talos-rotation/talos
+    context: prod
+    endpoints: [10.5.0.2, 10.5.0.3, 10.5.0.4]
+    trust_previous_ca: true
   run_once: true
 """
 

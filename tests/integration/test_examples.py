@@ -131,7 +131,7 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
     # The Talos API CA rotation, step by step.
     talos = [
         play(everyone, [example("talos_rotation_lock", 0), example("talos_cluster_info", 0), example("talos_cluster_info", 2),
-                        example("talos_ca_generate", 0)]),
+                        example("talos_ca_generate", 0), example("talos_talosconfig", 2)]),
         play("controlplane", [example("talos_machine_patch", 0)]),
         play("worker", [example("talos_machine_patch", 0)]),
         play(everyone, [example("talos_rotation_summary", 0), example("talos_rotation_summary", 1), example("talos_verify", 0),

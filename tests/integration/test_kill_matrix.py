@@ -29,7 +29,8 @@ TIERS = {"the control planes": "control planes", "the workers": "workers"}
 TALOS_VERIFICATIONS = ["Verify | new client certificate, old or new server CA", "Verify | new PKI", "Verify | new PKI only"]
 
 TALOS_CASES = (
-    [("generated, no node changed", "Generate | persist the new Talos API CA@" + FIRST_CONTROLPLANE)]
+    [("generated, no node changed", "Generate | persist the new Talos API CA@" + FIRST_CONTROLPLANE),
+     ("admin talosconfig written, no node changed", "Credentials | the rotation's admin talosconfig@" + FIRST_CONTROLPLANE)]
     + [("%s patched on %s" % (phase, tier), "%s (%s@%s" % (task, label, FIRST_CONTROLPLANE))
        for phase, task in TALOS_PATCHES.items() for tier, label in TIERS.items()]
     + [("after %s" % task, "%s@%s" % (task, FIRST_CONTROLPLANE)) for task in TALOS_VERIFICATIONS]

@@ -71,6 +71,21 @@ def assert_on_old_ca_alone(cluster, kind, old, new, original):
         assert old in ([issuing] if issuing else accepted)
 
 
+def assert_rollback_summary(run, cluster, title, before, check=False):
+    """The rollback's summary (talos_rotation_summary rollback=true): its headline, and every node's row before -> pending."""
+    lines = [" ".join(line.split()) for line in run.output.splitlines()]
+    count = len(cluster.nodes)
+    headline = ("%s rollback, check mode: nothing was changed; %d of %d nodes would move" % (title, count, count) if check
+                else "%s rotation rolled back" % title)
+    assert headline in lines, run.output[-6000:]
+    for node in cluster.nodes:
+        assert "%s %s %s %s %s pending" % (node.name, node.address, node.machine_type, before,
+                                           "would be" if check else "->") in lines, run.output[-6000:]
+    # Seconds per wave from the audit log in a real run; none in check mode, which writes no entry.
+    assert bool([line for line in lines if line.startswith("rollback_accept waves: controlplane ")]) is not check
+    return lines
+
+
 def assert_patch_order(entries, controlplanes):
     """Rollback moves, control planes before workers in each phase: workers take certificates and trust from them."""
     for phase in ("rollback_swap", "rollback_accept"):
@@ -101,7 +116,7 @@ def test_talos_rollback_returns_every_node_to_the_old_ca_and_a_rerun_changes_not
     assert configs_of(cluster) == configs and os.path.isdir(talos_dir)
     assert not glob.glob(os.path.join(rotation_dir, "talos.rolled-back-*"))
     assert "Dry run summary" in dry.output
-    assert "talos rollback_accept: %s -> pending" % ("swapped" if stop == "swap" else "accepted") in dry.output
+    assert_rollback_summary(dry, cluster, "Talos API CA", "swapped" if stop == "swap" else "accepted", check=True)
 
     back = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_rollback": True})
     assert back.returncode == 0, back.output[-6000:]
@@ -123,6 +138,8 @@ def test_talos_rollback_returns_every_node_to_the_old_ca_and_a_rerun_changes_not
     assert moved == ({("rollback_accept", "accepted", "pending")} if stop == "accept"
                      else {("rollback_swap", "swapped", "accepted"), ("rollback_accept", "accepted", "pending")})
     assert "old talosconfig, old server CA" in back.output and "rotation talosconfig refused" in back.output
+    lines = assert_rollback_summary(back, cluster, "Talos API CA", "swapped" if stop == "swap" else "accepted")
+    assert "rotation folder kept as %s (audit log inside)" % folder in lines
 
     configs = configs_of(cluster)
     again = run_playbook(cluster, rotation_dir, extra_vars={"rotate_ca_rollback": True})
@@ -239,7 +256,7 @@ def test_kubernetes_rollback_returns_every_node_to_the_old_ca(make_sim_cluster, 
     dry = run_playbook(cluster, rotation_dir, "--check", "-v", extra_vars=dict(variables, rotate_ca_rollback=True))
     assert dry.returncode == 0, dry.output[-6000:]
     assert configs_of(cluster) == configs and os.path.isdir(k8s_dir)
-    assert "kubernetes rollback_accept: %s -> pending" % ("swapped" if stop == "swap" else "accepted") in dry.output
+    assert_rollback_summary(dry, cluster, "Kubernetes API CA", "swapped" if stop == "swap" else "accepted", check=True)
 
     back = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_rollback=True))
     assert back.returncode == 0, back.output[-6000:]
@@ -255,6 +272,7 @@ def test_kubernetes_rollback_returns_every_node_to_the_old_ca(make_sim_cluster, 
     entries = audit_log(folder)
     assert entries[-1]["event"] == "rotation_rolled_back"
     assert_patch_order(entries, {node.address for node in cluster.controlplanes})
+    assert_rollback_summary(back, cluster, "Kubernetes API CA", "swapped" if stop == "swap" else "accepted")
 
     configs = configs_of(cluster)
     again = run_playbook(cluster, rotation_dir, extra_vars=dict(variables, rotate_ca_rollback=True))

@@ -4,9 +4,11 @@
 # PRIVATE to talosops.pki: may change at any time.
 """talos_rotation_summary: what a rotation run did, per node, the state it left the cluster in and what to do next.
 
-Computed from the run's talos_machine_patch results (each node's progress before and after each phase, seconds) and
-the preflight's reading of the nodes, with the rotation's CAs from its folder and the expiry of the admin credentials
-written at the end. Reads files only; changes nothing.
+Computed from the rotation's audit log (rotation_store: each node_patched entry says a node moved, each wave_patched entry
+how long a wave took), restricted to the entries this run wrote (`since`, the time the run took its lock). Check mode writes
+no entry: there the preflight's reading of the nodes is projected through the run's phases (rotation.desired_state with
+preview), which is where a real run would take them. Also the rollback's summary (`rollback`). Reads files only; changes
+nothing.
 """
 
 from __future__ import annotations
@@ -14,21 +16,22 @@ from __future__ import annotations
 import os
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
-from ansible_collections.talosops.pki.plugins.module_utils._errors import TalosPKIError
+from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 ARGUMENT_SPEC = {
-    "kind": {"type": "str", "required": True, "choices": ["talos", "kubernetes"]},
+    "kind": {"type": "str", "required": True, "choices": ["talos", "kubernetes", "aggregator"]},
     "rotation_dir": {"type": "path", "required": True},
     "throwaway": {"type": "bool", "default": False},
     "controlplanes": {"type": "list", "elements": "str", "required": True},
     "workers": {"type": "list", "elements": "str", "default": []},
     "node_names": {"type": "dict", "default": {}},
     "phases": {"type": "list", "elements": "str", "required": True},
-    "patches": {"type": "list", "elements": "dict", "default": []},
-    # Read by the action plugin from every node's host (registered results); a module process has no hostvars.
-    "result_vars": {"type": "list", "elements": "str", "default": []},
+    # When this run started (talos_rotation_lock's holder.since): older audit entries belong to earlier runs.
+    "since": {"type": "str"},
+    "rollback": {"type": "bool", "default": False},
+    "rolled_back_to": {"type": "str"},
     "preflight_nodes": {"type": "dict", "default": {}},
     "failed": {"type": "bool", "default": False},
     "state": {"type": "str"},
@@ -40,7 +43,8 @@ ARGUMENT_SPEC = {
     "show": {"type": "bool", "default": False},
 }
 
-TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA"}
+TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA", "aggregator": "Aggregator (front-proxy) CA"}
+TIERS = ("controlplane", "worker")
 # What a cluster whose every node reached a progress has, and what to run next.
 REACHED = {
     _rotation.PENDING: ("not started: no node accepts the new CA yet",
@@ -51,38 +55,79 @@ REACHED = {
                         "run the remove phase (rotate_ca_phases: [remove])"),
     _rotation.REMOVED: ("rotation complete: every node trusts the new CA only", None),
 }
+# The same for a rollback, which takes nodes back towards pending: the state of the node furthest from it.
+ROLLED_BACK = {
+    _rotation.PENDING: "rolled back: every node is on the old CA alone, the new CA is accepted nowhere",
+    _rotation.ACCEPTED: "the old CA issues again on every node; the new CA is still accepted",
+    _rotation.SWAPPED: "nodes still issue with the new CA",
+}
+ROLLBACK_DONE_NEXT = ("to rotate this CA later, run the role without rotate_ca_rollback: it starts a new rotation with a new "
+                      "CA")
 NEXT_STEPS_DONE = ("hand out talosconfigs to the other Talos API users from the new admin one (talosctl config new), restart "
                    "pods that use Talos API access, and protect or archive {dir} (it holds the new CA's private key)")
 NEXT_STEPS_DONE_KUBERNETES = ("hand the new kubeconfig to the Kubernetes API's users (their old client certificates are "
                               "refused), and protect or archive {dir} (it holds the new CA's private key)")
+NEXT_STEPS_DONE_AGGREGATOR = "protect or archive {dir} (it holds the new CA's private key)"
+NEXT_STEPS_DONE_BY_KIND = {"talos": NEXT_STEPS_DONE, "kubernetes": NEXT_STEPS_DONE_KUBERNETES, "aggregator": NEXT_STEPS_DONE_AGGREGATOR}
 NOTHING_TO_DO = ("nothing to do: the rotation in {dir} is already complete on every node. To rotate again, set "
                  "rotate_ca_start_new=true (a new CA, starting from the accept phase)")
 FAILED_NEXT = ("fix the cause reported above, then rerun the same command: it resumes from each node's live state, with the "
                "same new CA")
+FAILED_ROLLBACK_NEXT = ("fix the cause reported above, then rerun the same command: the rollback resumes from each node's "
+                        "live state")
 
 
 def run(params, check_mode=False, diff=False):  # pylint: disable=unused-argument
-    rotation = _rotation_store.load(params["rotation_dir"], kind=params["kind"])
-    if rotation is None:
-        raise TalosPKIError("no %s CA rotation in %s: the summary needs the folder the rotation ran with." % (
-            params["kind"], params["rotation_dir"]))
-    nodes = _node_rows(params)
+    phases = _check_phases(params)
+    rotation = _load(params)
+    old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
+    if check_mode:
+        # Nothing was written: where the run's phases would take each node, from the preflight's reading.
+        moves, waves = {}, []
+    else:
+        since = _rotation_store.parse_time(params["since"]) if params["since"] else None
+        entries = [entry for entry in rotation.entries(since) if entry.get("kind", params["kind"]) == params["kind"]]
+        moves, waves = _moves(entries), _waves(entries, params)
+    nodes = _node_rows(params, phases, old, new, moves, waves, check_mode)
     summary = {
         "kind": params["kind"],
+        "rollback": params["rollback"],
         "check_mode": check_mode,
         "failed": params["failed"],
         "nodes": nodes,
         "old_ca": _describe(rotation.previous_ca_cert()),
         "new_ca": _describe(rotation.ca_cert()),
-        "phases_run": list(params["phases"]),
-        "phase_seconds": _phase_seconds(params["patches"]),
+        "phases_run": phases,
+        "waves": waves,
+        "phase_seconds": _phase_seconds(waves, phases),
         # A check-mode throwaway folder is deleted right after: never shown.
         "rotation_dir": None if params["throwaway"] else rotation.path,
         "audit_log": None if params["throwaway"] else rotation.facts()["audit_log_path"],
+        "rolled_back_to": params["rolled_back_to"] if params["rollback"] else None,
         "credentials": _credentials(params, check_mode),
     }
-    summary.update(_state(params, nodes, check_mode, summary["rotation_dir"]))
+    summary.update((_rollback_state if params["rollback"] else _state)(params, nodes, check_mode, summary["rotation_dir"]))
     return {"changed": False, "summary": summary, "lines": _lines(summary, params["notes"])}
+
+
+def _check_phases(params):
+    known = _rotation.ROLLBACK_PHASES if params["rollback"] else _rotation.PHASES
+    unknown = [phase for phase in params["phases"] if phase not in known]
+    if unknown or not params["phases"]:
+        raise ConfigError("phases %s: a %s has the phases %s; give those this run did, in that order." % (
+            ", ".join(unknown) or "is empty", "rollback" if params["rollback"] else "rotation", ", ".join(known)))
+    return sorted(params["phases"], key=known.index)
+
+
+def _load(params):
+    """The rotation: where a rollback moved it (rolled_back_to, once it exists), else rotation_dir."""
+    path = params["rotation_dir"]
+    if params["rollback"] and params["rolled_back_to"] and os.path.isdir(os.path.expanduser(params["rolled_back_to"])):
+        path = os.path.expanduser(params["rolled_back_to"])
+    rotation = _rotation_store.load(path, kind=params["kind"])
+    if rotation is None:
+        raise TalosPKIError("no %s CA rotation in %s: the summary needs the folder the rotation ran with." % (params["kind"], path))
+    return rotation
 
 
 def _describe(crt):
@@ -90,36 +135,115 @@ def _describe(crt):
     return {"fingerprint": facts["fingerprint_sha256"], "not_after": facts["not_after"]}
 
 
-def _node_rows(params):
-    """One row per node, control planes first: progress before this run and after it (or where a failure left it)."""
-    patches = {}
-    for patch in sorted(params["patches"], key=lambda item: _rotation.PHASES.index(item["phase"])):
-        patches.setdefault(patch["node"], []).append(patch)
-    rows = []
-    for tier, addresses in (("controlplane", params["controlplanes"]), ("worker", params["workers"])):
-        for address in addresses:
-            done = patches.get(address, [])
-            known = (params["preflight_nodes"].get(address) or {}).get(params["kind"], {}).get("progress")
-            before = done[0]["progress_before"] if done else known or _rotation.PENDING
-            after = done[-1]["progress_after"] if done else before
-            rows.append({"name": params["node_names"].get(address) or address, "address": address, "tier": tier,
-                         "before": before, "after": after, "phases": [patch["phase"] for patch in done if patch.get("changed")]})
-    return rows
+def _moves(entries):
+    """address -> the node_patched entries of this run, oldest first (each one a change the node went through)."""
+    moves = {}
+    for entry in entries:
+        if entry.get("event") == "node_patched" and entry.get("node"):
+            moves.setdefault(entry["node"], []).append(entry)
+    return moves
 
 
-def _phase_seconds(patches):
-    """Wall seconds per phase in which a node changed: the first patch's start to the last one's end."""
+def _waves(entries, params):
+    """The run's waves, in the order they ran: from wave_patched entries, or, for a run that wrote none (a version that
+    patched one node per task), one wave per phase and tier made of the node_patched entries (changed nodes only)."""
+    waves = [{"phase": entry.get("phase"), "machine_type": entry.get("machine_type"), "wave": entry.get("wave", 1),
+              "nodes": list(entry.get("nodes") or []), "changed_nodes": list(entry.get("changed_nodes") or []),
+              "failed_nodes": list(entry.get("failed_nodes") or []),
+              "started": _rotation_store.parse_time(entry["started"]), "finished": _rotation_store.parse_time(entry["finished"]),
+              "seconds": entry.get("seconds")}
+             for entry in entries if entry.get("event") == "wave_patched" and "started" in entry and "finished" in entry]
+    if waves:
+        for wave in waves:
+            if wave["seconds"] is None:
+                wave["seconds"] = round(wave["finished"] - wave["started"], 3)
+        return waves
+    tiers = dict([(address, "controlplane") for address in params["controlplanes"]] + [(address, "worker") for address in params["workers"]])
+    grouped = {}
+    for entry in entries:
+        if entry.get("event") != "node_patched" or not entry.get("node"):
+            continue
+        finished = _rotation_store.entry_time(entry)
+        started = finished - float(entry.get("seconds") or 0)
+        wave = grouped.setdefault((entry.get("phase"), entry.get("machine_type") or tiers.get(entry["node"])), {
+            "phase": entry.get("phase"), "machine_type": entry.get("machine_type") or tiers.get(entry["node"]), "wave": 1,
+            "nodes": [], "changed_nodes": [], "failed_nodes": [], "started": started, "finished": finished})
+        wave["nodes"].append(entry["node"])
+        wave["changed_nodes"].append(entry["node"])
+        wave.update(started=min(wave["started"], started), finished=max(wave["finished"], finished))
+    for wave in grouped.values():
+        wave["seconds"] = round(wave["finished"] - wave["started"], 3)
+    return list(grouped.values())
+
+
+def _phase_seconds(waves, phases):
+    """Wall seconds per phase in which a node changed: the first wave's start to the last one's end."""
     seconds = {}
-    for phase in _rotation.PHASES:
-        timed = [patch for patch in patches if patch["phase"] == phase and patch.get("changed") and "started" in patch]
+    for phase in phases:
+        timed = [wave for wave in waves if wave["phase"] == phase and wave["changed_nodes"]]
         if timed:
-            seconds[phase] = round(max(patch["finished"] for patch in timed) - min(patch["started"] for patch in timed), 1)
+            seconds[phase] = round(max(wave["finished"] for wave in timed) - min(wave["started"] for wave in timed), 1)
     return seconds
+
+
+def _preflight(params, address, old, new):
+    """(progress, NodeCAs or None) of a node as the preflight read it, against this rotation's CAs."""
+    facts = (params["preflight_nodes"].get(address) or {}).get(params["kind"]) or {}
+    cas = None
+    if "accepted_cas" in facts:
+        cas = _rotation.NodeCAs(facts.get("issuing_ca"), tuple(facts.get("accepted_cas") or ()))
+    known = facts.get("progress")
+    if known in _rotation.PROGRESS:
+        return known, cas
+    return (_rotation.progress(cas, old, new) if cas is not None else _rotation.PENDING), cas
+
+
+def _projected(params, phases, cas, old, new, before, address):
+    """Where the run's phases would take a node (check mode), or `before` when it cannot be told (the preflight refuses that)."""
+    if cas is None:
+        return before
+    try:
+        if params["rollback"]:
+            state = _rotation.rollback_state(phases[-1], cas, old, new, node=address, preview=True)
+        else:
+            state = _rotation.desired_state(phases[-1], cas, old, new, node=address, preview=True)
+    except RotationStateError:
+        return before
+    return _rotation.progress(_rotation.NodeCAs(*state), old, new)
+
+
+def _node_rows(params, phases, old, new, moves, waves, check_mode):
+    """One row per node, control planes first: progress before this run and after it (or where a failure left it)."""
+    failed = {address for wave in waves for address in wave["failed_nodes"]}
+    rows = []
+    for tier, addresses in zip(TIERS, (params["controlplanes"], params["workers"])):
+        for address in addresses:
+            known, cas = _preflight(params, address, old, new)
+            done = moves.get(address, [])
+            if check_mode:
+                before, after = known, _projected(params, phases, cas, old, new, known, address)
+            else:
+                before = done[0].get("progress_before", known) if done else known
+                after = done[-1].get("progress_after", before) if done else before
+            rows.append({"name": params["node_names"].get(address) or address, "address": address, "tier": tier,
+                         "before": before, "after": after, "phases": [entry.get("phase") for entry in done],
+                         "seconds": round(sum(float(entry.get("seconds") or 0) for entry in done), 3),
+                         "failed": address in failed})
+    return rows
 
 
 def _least(progresses):
     known = [progress for progress in progresses if progress in _rotation.PROGRESS]
     return min(known, key=_rotation.PROGRESS.index) if known else _rotation.FOREIGN
+
+
+def _counts(nodes, rollback):
+    counts = {}
+    for row in nodes:
+        counts[row["after"]] = counts.get(row["after"], 0) + 1
+    order = sorted(counts, key=lambda progress: _rotation.PROGRESS.index(progress) if progress in _rotation.PROGRESS else -1,
+                   reverse=not rollback)
+    return "nodes part way: %s" % ", ".join("%s on %d" % (progress, counts[progress]) for progress in order) if len(counts) > 1 else None
 
 
 def _state(params, nodes, check_mode, rotation_dir):
@@ -128,6 +252,7 @@ def _state(params, nodes, check_mode, rotation_dir):
     reached = _least([row["after"] for row in nodes])
     moved = [row for row in nodes if row["before"] != row["after"]]
     where = os.path.dirname(rotation_dir) if rotation_dir else "the rotation folder (rotate_ca_dir)"
+    phases = _check_phases(params)
     if params["failed"]:
         headline = "%s rotation STOPPED in this run (%d of %d nodes moved before the failure)" % (title, len(moved), len(nodes))
         next_step = FAILED_NEXT
@@ -140,20 +265,35 @@ def _state(params, nodes, check_mode, rotation_dir):
         next_step = None
     else:
         headline = "%s %s: %s phase%s done%s" % (
-            title, "rotated" if reached == _rotation.REMOVED else "rotation", ", ".join(params["phases"]),
-            "s" if len(params["phases"]) > 1 else "", "" if moved else " (no node needed a change)")
+            title, "rotated" if reached == _rotation.REMOVED else "rotation", ", ".join(phases),
+            "s" if len(phases) > 1 else "", "" if moved else " (no node needed a change)")
         next_step = REACHED.get(reached, (None, None))[1]
     if next_step is None and reached == _rotation.REMOVED and not params["failed"] and not check_mode and moved:
-        template = NEXT_STEPS_DONE if params["kind"] == "talos" else NEXT_STEPS_DONE_KUBERNETES
-        next_step = template.format(dir=where)
-    counts = {}
-    for row in nodes:
-        counts[row["after"]] = counts.get(row["after"], 0) + 1
-    if len(counts) > 1:
-        state = "nodes part way: %s" % ", ".join("%s on %d" % (progress, counts[progress]) for progress in sorted(
-            counts, key=lambda progress: _rotation.PROGRESS.index(progress) if progress in _rotation.PROGRESS else -1, reverse=True))
+        next_step = NEXT_STEPS_DONE_BY_KIND[params["kind"]].format(dir=where)
+    state = _counts(nodes, rollback=False) or (
+        REACHED[reached][0] if reached in REACHED else "nodes disagree: some node's CA is neither the old nor the new one")
+    return {"headline": headline, "state": params["state"] or ("would be: " if check_mode else "") + state,
+            "reached": reached, "next_step": params["next_step"] or next_step}
+
+
+def _rollback_state(params, nodes, check_mode, rotation_dir):  # pylint: disable=unused-argument
+    """The rollback's headline, state and next step: its nodes go back towards pending."""
+    title = TITLES[params["kind"]]
+    known = [row["after"] for row in nodes if row["after"] in _rotation.PROGRESS]
+    reached = max(known, key=_rotation.PROGRESS.index) if known else _rotation.FOREIGN
+    moved = [row for row in nodes if row["before"] != row["after"]]
+    if params["failed"]:
+        headline = "%s rollback STOPPED in this run (%d of %d nodes moved before the failure)" % (title, len(moved), len(nodes))
+        next_step = FAILED_ROLLBACK_NEXT
+    elif check_mode:
+        headline = "%s rollback, check mode: nothing was changed; %s" % (
+            title, "%d of %d nodes would move" % (len(moved), len(nodes)) if moved else "no node would change")
+        next_step = "run the same command without --check to roll back" if moved else None
     else:
-        state = REACHED[reached][0] if reached in REACHED else "nodes disagree: some node's CA is neither the old nor the new one"
+        headline = "%s rotation rolled back%s" % (title, "" if moved else " (no node needed a change)")
+        next_step = ROLLBACK_DONE_NEXT if reached == _rotation.PENDING else FAILED_ROLLBACK_NEXT
+    state = _counts(nodes, rollback=True) or ROLLED_BACK.get(
+        reached, "nodes disagree: some node's CA is neither the old nor the new one")
     return {"headline": headline, "state": params["state"] or ("would be: " if check_mode else "") + state,
             "reached": reached, "next_step": params["next_step"] or next_step}
 
@@ -190,14 +330,24 @@ def _lines(summary, notes):
     address_width = max([len("address")] + [len(row["address"]) for row in summary["nodes"]])
     lines.append("%-*s  %-*s  %-12s  %-8s  %s" % (width, "node", address_width, "address", "type", "before", "%s after" % arrow))
     for row in summary["nodes"]:
-        lines.append("%-*s  %-*s  %-12s  %-8s  %s %s%s" % (
+        lines.append("%-*s  %-*s  %-12s  %-8s  %s %s%s%s" % (
             width, row["name"], address_width, row["address"], row["tier"], row["before"], arrow, row["after"],
-            "" if row["before"] != row["after"] else "  (unchanged)"))
-    lines.append("old CA %s (expires %s); new CA %s (expires %s)" % (
-        summary["old_ca"]["fingerprint"][:16], summary["old_ca"]["not_after"], summary["new_ca"]["fingerprint"][:16],
-        summary["new_ca"]["not_after"]))
+            "" if row["before"] != row["after"] else "  (unchanged)", "  (FAILED)" if row["failed"] else ""))
+    old, new = summary["old_ca"], summary["new_ca"]
+    if summary["rollback"]:
+        lines.append("old CA %s issues again (expires %s); new CA %s no longer accepted" % (
+            old["fingerprint"][:16], old["not_after"], new["fingerprint"][:16]))
+    else:
+        lines.append("old CA %s (expires %s); new CA %s (expires %s)" % (
+            old["fingerprint"][:16], old["not_after"], new["fingerprint"][:16], new["not_after"]))
     if summary["phase_seconds"]:
         lines.append("wall seconds per phase: %s" % ", ".join("%s %.1f" % item for item in summary["phase_seconds"].items()))
+    names = {row["address"]: row["name"] for row in summary["nodes"]}
+    for phase in summary["phases_run"]:
+        # The waves that did something (a rerun's waves that found every node done are data only).
+        waves = [wave for wave in summary["waves"] if wave["phase"] == phase and (wave["changed_nodes"] or wave["failed_nodes"])]
+        if waves:
+            lines.append("%s waves: %s" % (phase, "; ".join(_wave_text(wave, names) for wave in waves)))
     for credential in summary["credentials"]:
         if summary["check_mode"]:
             lines.append("%s %s: would be updated" % (credential["what"], credential["path"]))
@@ -206,7 +356,20 @@ def _lines(summary, notes):
                 credential["what"], credential["path"], "updated" if credential["changed"] else "unchanged",
                 credential.get("not_after", "unknown")))
     lines.extend(notes)
-    if summary["rotation_dir"]:
+    if summary["rolled_back_to"]:
+        lines.append("rotation folder %s %s (audit log inside)" % ("would be kept as" if summary["check_mode"] else "kept as",
+                                                                   summary["rolled_back_to"]))
+    elif summary["rotation_dir"]:
         lines.append("rotation folder: %s%s" % (summary["rotation_dir"],
                                                 "; audit log: %s" % summary["audit_log"] if summary["audit_log"] else ""))
     return lines
+
+
+def _wave_text(wave, names):
+    """One wave: its tier and number, how many nodes it had and moved, its seconds, and the nodes that failed by name."""
+    count = len(wave["nodes"])
+    text = "%s %s: %d node%s, %d moved, %.1f s" % (
+        wave["machine_type"] or "nodes", wave["wave"], count, "" if count == 1 else "s", len(wave["changed_nodes"]), wave["seconds"])
+    if wave["failed_nodes"]:
+        text += ", FAILED: %s" % ", ".join("%s (%s)" % (names.get(address, address), address) for address in wave["failed_nodes"])
+    return text

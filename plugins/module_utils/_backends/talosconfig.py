@@ -40,6 +40,8 @@ ARGUMENT_SPEC = _files.with_encryption({
     "nodes": {"type": "list", "elements": "str"},
     "make_current": {"type": "bool", "default": True},
     "backup": {"type": "bool", "default": False},
+    # The context's server CA bundle: the CA and the rotation's previous CA (ca_dir only), for the middle of a rotation.
+    "trust_previous_ca": {"type": "bool", "default": False},
 })
 
 ARGUMENT_RULES = {
@@ -60,6 +62,7 @@ def run(params, check_mode=False, diff=False, now=None):
     signer = _rotation_store.signing_ca(KIND_TALOS, params["ca_dir"], params["secrets_file"])
     lifetime = _rotation_store.client_lifetime(signer, params["validity_hours"], now)
     ca, previous_ca = signer.ca, signer.previous_crt
+    server_ca = _server_ca_bundle(params, signer)
     ca_facts = _pki.describe_certificate(ca.crt)
     path = os.path.expanduser(params["path"])
     if params["reissue"]:
@@ -68,10 +71,10 @@ def run(params, check_mode=False, diff=False, now=None):
     else:
         talosconfig = TalosConfig.load(path) if os.path.lexists(path) else None
         plans = [_issue_plan(talosconfig, params, path)]
-    decisions = [_decide(plan, ca, lifetime, now) for plan in plans]
+    decisions = [_decide(plan, ca, server_ca, lifetime, now) for plan in plans]
     changed = any(decision["action"] != "kept" for decision in decisions)
     result = {"path": path, "changed": changed, "backup": None, "ca_fingerprint": ca_facts["fingerprint_sha256"],
-              "ca_not_after": ca_facts["not_after"], "contexts": [_public(decision, ca, lifetime, now) for decision in decisions]}
+              "ca_not_after": ca_facts["not_after"], "contexts": [_public(decision, ca, server_ca, lifetime, now) for decision in decisions]}
     if not changed or check_mode:
         result["summary"] = _summary(result, check_mode)
         return _with_diff(result, decisions, ca, path) if diff else result
@@ -81,16 +84,32 @@ def run(params, check_mode=False, diff=False, now=None):
     for decision in decisions:
         if decision["action"] == "kept":
             continue
-        context = decision["context"] if decision["context"] is not None else _issue(decision, ca, lifetime, now)
+        context = decision["context"] if decision["context"] is not None else _issue(decision, ca, server_ca, lifetime, now)
         if document is None:
             document = TalosConfig.new(context, source=path)
         else:
             document.set_context(context, make_current=decision["plan"]["make_current"])
         decision["written"] = context
     _save(document, path)
-    result["contexts"] = [_public(decision, ca, lifetime, now) for decision in decisions]
+    if params["ca_dir"]:
+        # In the rotation's audit log, as every change made with its CA (paths and context names only).
+        _rotation_store.load(params["ca_dir"], kind=KIND_TALOS).record(
+            "talosconfig_written", path=path, contexts=[decision["plan"]["context"] for decision in decisions
+                                                        if decision["action"] != "kept"])
+    result["contexts"] = [_public(decision, ca, server_ca, lifetime, now) for decision in decisions]
     result["summary"] = _summary(result, check_mode)
     return _with_diff(result, decisions, ca, path) if diff else result
+
+
+def _server_ca_bundle(params, signer):
+    """The CA bundle a context trusts servers with (PEM): the CA alone, or with trust_previous_ca the CA then the CA it
+    replaces - what works on every node from the accept phase to the end of a rotation, whichever CA a node serves with."""
+    ca = _pki.split_pem_certificates(signer.ca.crt)[0]
+    if not params.get("trust_previous_ca"):  # callers that build params by hand may leave it out
+        return ca
+    if not params["ca_dir"] or signer.previous_crt is None:
+        raise ConfigError("trust_previous_ca needs ca_dir (a rotation directory): only a rotation knows the CA being replaced.")
+    return ca + _pki.split_pem_certificates(signer.previous_crt)[0]
 
 
 def _summary(result, check_mode):
@@ -198,18 +217,18 @@ def _readable_context(talosconfig, name):
         return None  # an unusable context of that name is replaced
 
 
-def _decide(plan, ca, lifetime, now):
+def _decide(plan, ca, server_ca, lifetime, now):
     """{plan, action (issued|reissued|updated|kept), reason, context (a TalosContext to write when the certificate is kept)}."""
     current = plan["current"]
-    server_ca = _pki.split_pem_certificates(ca.crt)[0]
     if current is None:
         return {"plan": plan, "action": "issued", "reason": "the file has no context %s yet" % plan["context"], "context": None}
     problem = _certificate_problem(current, plan, ca, lifetime, now)
     if problem:
         return {"plan": plan, "action": "reissued", "reason": problem, "context": None}
     differences = []
-    if [_pki.fingerprint(crt) for crt in _pki.split_pem_certificates(current.ca)] != [_pki.fingerprint(ca.crt)]:
-        differences.append("the CA bundle is not the CA alone")
+    if _fingerprints(current.ca) != _fingerprints(server_ca):
+        differences.append("the CA bundle is not the CA alone" if len(_fingerprints(server_ca)) == 1
+                           else "the CA bundle is not the CA and the CA it replaces")
     if current.endpoints != plan["endpoints"]:
         differences.append("the endpoints differ")
     if current.nodes != plan["nodes"]:
@@ -239,12 +258,15 @@ def _certificate_problem(current, plan, ca, lifetime, now):
     return None
 
 
-def _issue(decision, ca, lifetime, now):
+def _fingerprints(bundle):
+    return [_pki.fingerprint(crt) for crt in _pki.split_pem_certificates(bundle)]
+
+
+def _issue(decision, ca, server_ca, lifetime, now):
     plan = decision["plan"]
     issued = _pki.issue_client_certificate(ca, roles=plan["roles"], validity_hours=int(lifetime.total_seconds() // 3600),
                                            now=now, common_name=plan["common_name"])
-    return TalosContext(plan["context"], plan["endpoints"], plan["nodes"], _pki.split_pem_certificates(ca.crt)[0],
-                        issued.crt, issued.key)
+    return TalosContext(plan["context"], plan["endpoints"], plan["nodes"], server_ca, issued.crt, issued.key)
 
 
 def _save(document, path):
@@ -282,7 +304,7 @@ def _describe_context(context, ca):
     }
 
 
-def _public(decision, ca, lifetime, now):
+def _public(decision, ca, server_ca, lifetime, now):
     """What a context is (or, in check mode, would be) after this run."""
     plan = decision["plan"]
     written = decision.get("written") or decision["context"] or (plan["current"] if decision["action"] == "kept" else None)
@@ -292,7 +314,7 @@ def _public(decision, ca, lifetime, now):
         # Check mode: the certificate is not made; say what it would be.
         planned = now + lifetime
         facts = {"endpoints": list(plan["endpoints"]), "nodes": list(plan["nodes"]),
-                 "ca_fingerprints": [_pki.fingerprint(ca.crt)],
+                 "ca_fingerprints": _fingerprints(server_ca),
                  "client_certificate": {"fingerprint_sha256": None, "subject": None, "roles": list(plan["roles"]),
                                         "not_after": planned.strftime("%Y-%m-%dT%H:%M:%SZ"), "issued_by_ca": True}}
     return dict(facts, context=plan["context"], action=decision["action"], reason=decision["reason"])
