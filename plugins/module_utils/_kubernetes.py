@@ -14,6 +14,7 @@ the process ends) are not used, so a task stopped in the middle of a slow call l
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import traceback
 from typing import NamedTuple
@@ -208,6 +209,24 @@ class KubeAPI:
             extra = {"dry_run": "All"} if dry_run else {}
             getattr(AppsV1Api(self._api), "patch_namespaced_%s" % WORKLOAD_KINDS[kind])(
                 name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=self._timeout(), **extra)
+        return self._outcome(call)
+
+    def list_objects(self, path):
+        """GET of a list path (e.g. /api/v1/pods, /apis/talos.dev/v1alpha1/serviceaccounts): Outcome whose value is the
+        list's items as plain dicts on OK. The JSON is read as it is, without the client's models (which some lists, such
+        as a CRD's, do not have, and which take long to build for thousands of pods). 404: the server does not serve it."""
+        def call():
+            request = self._api.param_serialize(method="GET", resource_path=path, header_params={"Accept": "application/json"},
+                                                auth_settings=["BearerToken"])
+            response = self._api.call_api(*request, _request_timeout=self._timeout())
+            response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            try:
+                document = json.loads(response.data or b"{}")
+            except ValueError:
+                raise ApiException(status=502, reason="the answer is not JSON") from None
+            return list(document.get("items") or []) if isinstance(document, dict) else []
         return self._outcome(call)
 
     def who_am_i(self, remote_user=None):

@@ -125,6 +125,12 @@ class SimCluster:
         self.vip = "%s.%d" % (self.subnet, MAX_NODES) if self._want_vip else None
         self.secrets = machineconfig.ClusterSecrets.generate(self.name, self.ca_validity)
         self.secrets_objects: list[dict] = []
+        # Objects kube-apiserver lists, by "plural.group" (see kubernetes_objects); tests seed them. A resource missing here
+        # is not served (404): Talos' talos.dev ServiceAccount CRD exists only once a test sets "serviceaccounts.talos.dev".
+        self.kube_objects: dict[str, list[dict]] = {resource: [] for resource in (
+            "pods", "apiservices.apiregistration.k8s.io", "validatingwebhookconfigurations.admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io", "deployments.apps", "daemonsets.apps",
+            "statefulsets.apps")}
         self.admin = pki.talos_client_certificate(self.secrets.os_ca)
         self._create_nodes()
         self._loop = asyncio.new_event_loop()
@@ -319,6 +325,11 @@ class SimCluster:
     def kubernetes_secrets(self) -> list[dict]:
         """Secret objects kube-apiserver lists (tests add legacy service-account token Secrets to `self.secrets_objects`)."""
         return list(self.secrets_objects)
+
+    def kubernetes_objects(self, resource: str) -> list[dict] | None:
+        """The objects of one resource ("plural.group"), the list itself (a PATCH of a workload updates it), or None when
+        the cluster does not serve that resource."""
+        return self.kube_objects.get(resource)
 
     def apiserver_service_account(self, host: str) -> dict | None:
         """That control plane's service-account keys, as KubernetesRoot hands them to kube-apiserver."""
