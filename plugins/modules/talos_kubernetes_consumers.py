@@ -35,6 +35,17 @@ options:
         old material.
     type: path
     required: true
+  wait_for_talos_secrets:
+    description:
+      - Talos API CA rotations - seconds to wait until Talos has rewritten the Secret of every C(talos.dev) ServiceAccount
+        (that it does not refuse) for the new CA, so that a restart after this task gives the pods the new talosconfig.
+        V(0) reads them once.
+    type: float
+    default: 0.0
+  retry_interval:
+    description: Seconds between two reads of those Secrets while waiting.
+    type: float
+    default: 1.0
   restart_workloads:
     description:
       - The workloads the operator restarts (the role's C(rotate_ca_kubernetes_restart_workloads)). Each pod reported
@@ -109,12 +120,13 @@ new_fingerprint:
 talos_service_accounts:
   description:
     - Talos API CA rotations - each C(talos.dev) ServiceAccount - C(namespace), C(name), C(roles), C(failure_reason) (its
-      status), and C(pods) - each C(namespace), C(name), C(started), C(workload) (C(namespace), C(kind), C(name), or null
+      status), C(secret) (which CA the talosconfig in its Secret carries - V(new), V(previous), V(other), V(missing); only
+      its CA is read), and C(pods) - each C(namespace), C(name), C(started), C(workload) (C(namespace), C(kind), C(name), or null
       for a bare pod or a Job) and C(restart_listed).
   returned: always
   type: list
   elements: dict
-  sample: [{"namespace": "kube-system", "name": "talos-ccm", "roles": ["os:reader"], "failure_reason": null,
+  sample: [{"namespace": "kube-system", "name": "talos-ccm", "roles": ["os:reader"], "failure_reason": null, "secret": "new",
             "pods": [{"namespace": "kube-system", "name": "talos-ccm-7d9f8-abcde", "started": "2026-01-02T03:04:05Z",
                       "workload": {"namespace": "kube-system", "kind": "deployment", "name": "talos-ccm"},
                       "restart_listed": false}]}]

@@ -11,6 +11,9 @@ import pytest
 from ansible_collections.talosops.pki.plugins.module_utils import _pki
 from ansible_collections.talosops.pki.plugins.module_utils._backends import ca_generate, kubernetes_consumers, kubernetes_restart
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
+
+from _playbook import private_key_needles
 
 from talos_sim import pki
 from talos_sim.kubernetes import legacy_token_secret
@@ -30,7 +33,7 @@ def generate(cluster, rotation_dir, kind, previous_pem):
 
 def consumers(cluster, rotation, **overrides):
     params = {"kubeconfig": cluster.refresh_kubeconfig(), "context": None, "server_ca": None, "request_timeout": 10.0,
-              "rotation_dir": rotation["path"], "restart_workloads": []}
+              "rotation_dir": rotation["path"], "restart_workloads": [], "wait_for_talos_secrets": 0.0, "retry_interval": 0.2}
     params.update(overrides)
     return kubernetes_consumers.run(params, check_mode=True)
 
@@ -102,11 +105,18 @@ def test_talos_rotation_lists_the_talos_service_accounts_and_the_pods_that_read_
     assert pods["talos-ccm-6d4b9-x2x7q"]["restart_listed"] and not pods["backup-0"]["restart_listed"]
     assert pods["backup-0"]["workload"]["kind"] == "statefulset"
     assert accounts[("default", "unused")]["pods"] == []
+    # Nothing swapped: Talos' Secrets still carry the CA being rotated out (read for its fingerprint alone).
+    assert {account["secret"] for account in accounts.values()} == {"previous"}
+    talos_secret = next(item for item in cluster.kubernetes_secrets() if item["metadata"]["name"] == "talos-ccm")
+    client_key = TalosConfig.parse(base64.b64decode(talos_secret["data"]["talosconfig"])).get_context().key
+    assert not [needle for needle in private_key_needles(client_key) if needle in repr(found)]
+    assert talos_secret["data"]["talosconfig"][:40] not in repr(found) and "PRIVATE KEY" not in repr(found)
     # The webhook whose bundle is the old Talos API CA; the undecodable bundle is skipped, not an error.
     assert [(item["kind"], item["name"], item["webhook"]) for item in found["ca_bundles"]] == [
         ("ValidatingWebhookConfiguration", "policy", "check.policy.example")]
     assert found["aggregated_apis"] == [] and found["legacy_token_secrets"] == []
-    assert any("restart it (or list its workload" in line and "backup-0" in line for line in found["lines"])
+    assert any("restart it once its Secret holds the new CA" in line and "backup-0" in line for line in found["lines"])
+    assert any("still holds the old CA (Talos has not rewritten it yet)" in line for line in found["lines"])
     assert found["notes"] == ["talos consumers: 2 pods reading a talos.dev ServiceAccount Secret, 1 caBundles holding the old CA"]
 
 
@@ -157,7 +167,7 @@ def _sim_user(cluster, name):
 
 
 def test_restart_patches_the_pod_template_once_per_ca_kind_and_dry_run_stores_nothing(cluster):
-    workload = {"namespace": "kube-system", "kind": "deployment", "name": "talos-ccm"}
+    workload = {"namespace": "kube-system", "kind": "deployment", "name": "talos-ccm", "after": ["talos", "kubernetes"]}
     params = {"kubeconfig": cluster.refresh_kubeconfig(), "context": None, "server_ca": None, "request_timeout": 10.0,
               "ca_fingerprint": "ab" * 32, "workloads": [workload], "ca_kind": "talos"}
     dry = kubernetes_restart.run(params, check_mode=True)
@@ -173,5 +183,7 @@ def test_restart_patches_the_pod_template_once_per_ca_kind_and_dry_run_stores_no
     kubernetes = kubernetes_restart.run(dict(params, ca_kind="kubernetes", ca_fingerprint="cd" * 32))
     assert kubernetes["changed"]
     assert not kubernetes_restart.run(params)["changed"]
+    # Listed for other flows only: not restarted by this one.
+    assert kubernetes_restart.run(dict(params, ca_kind="aggregator"))["workloads"] == []
     missing = kubernetes_restart.run(dict(params, workloads=[dict(workload, name="absent")]))
     assert missing["failed"] and "not found" in missing["msg"]

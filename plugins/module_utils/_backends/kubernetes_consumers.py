@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _pki, _rotation_store
-from ansible_collections.talosops.pki.plugins.module_utils._backends import service_account_token
+from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_restart, service_account_token
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 
 ARGUMENT_SPEC = {
@@ -34,6 +35,9 @@ ARGUMENT_SPEC = {
     "server_ca": {"type": "list", "elements": "path"},
     "request_timeout": {"type": "float", "default": 10.0},
     "rotation_dir": {"type": "path", "required": True},
+    # Talos API CA: seconds to wait until Talos has rewritten every talos.dev ServiceAccount's Secret for the new CA.
+    "wait_for_talos_secrets": {"type": "float", "default": 0.0},
+    "retry_interval": {"type": "float", "default": 1.0},
     # What the operator restarts (rotate_ca_kubernetes_restart_workloads): each consumer's workload is marked listed or not.
     "restart_workloads": {
         "type": "list",
@@ -43,7 +47,7 @@ ARGUMENT_SPEC = {
             "namespace": {"type": "str", "required": True},
             "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
             "name": {"type": "str", "required": True},
-            "after": {"type": "list", "elements": "str"},
+            "after": {"type": "list", "elements": "str", "choices": list(kubernetes_restart.CA_KINDS)},
         },
     },
 }
@@ -74,6 +78,7 @@ def run(params, check_mode=False, diff=False):
             accounts = _list(api, TALOS_SERVICE_ACCOUNTS, missing_ok=True)
             if accounts:
                 report["talos_service_accounts"] = talos_service_accounts(accounts, _list(api, PODS))
+                _read_talos_secrets(api, report["talos_service_accounts"], rotation, params)
         if kind in CA_BUNDLE_KINDS or kind in AGGREGATED_API_KINDS:
             api_services = _list(api, API_SERVICES)
             if kind in CA_BUNDLE_KINDS:
@@ -87,9 +92,30 @@ def run(params, check_mode=False, diff=False):
             report["legacy_token_secrets"] = [
                 item for item in service_account_token.legacy_secrets(outcome.value, [rotation.previous_ca_fingerprint])
                 if item["signed_by_listed_key"]]
-    mark_listed(report, params["restart_workloads"])
+    mark_listed(report, kubernetes_restart.for_kind(params["restart_workloads"], kind))
     return dict(report, changed=False, kind=kind, previous_fingerprint=rotation.previous_ca_fingerprint,
                 new_fingerprint=rotation.ca_fingerprint, lines=report_lines(kind, report), notes=report_notes(kind, report))
+
+
+def _read_talos_secrets(api, accounts, rotation, params):
+    """Set each account's `secret` - which CA its Secret's talosconfig carries: V(new), V(previous), V(other) or V(missing)
+    - waiting up to wait_for_talos_secrets seconds for Talos to rewrite them all for the new CA."""
+    deadline = time.monotonic() + max(params["wait_for_talos_secrets"], 0.0)
+    while True:
+        for account in accounts:
+            outcome = api.secret_talosconfig_cas(account["namespace"], account["name"])
+            if outcome.kind == _kubernetes.HTTP_ERROR and outcome.value == 404:
+                account["secret"] = "missing"
+                continue
+            _ensure(outcome, "the Secret %s/%s of the talos.dev ServiceAccount" % (account["namespace"], account["name"]))
+            fingerprints = outcome.value
+            account["secret"] = ("new" if rotation.ca_fingerprint in fingerprints
+                                 else "previous" if rotation.previous_ca_fingerprint in fingerprints else "other")
+        # Talos does not issue for a ServiceAccount it refuses (namespace or roles not allowed): its status says why.
+        waiting = [account for account in accounts if account["secret"] != "new" and not account["failure_reason"]]
+        if not waiting or time.monotonic() + params["retry_interval"] > deadline:
+            return
+        time.sleep(params["retry_interval"])
 
 
 def _list(api, path, missing_ok=False):
@@ -217,6 +243,10 @@ def mark_listed(report, restart_workloads):
             pod["restart_listed"] = bool(workload) and (workload["namespace"], workload["kind"], workload["name"]) in listed
 
 
+_SECRET_STATES = {"new": "holds the new CA", "previous": "still holds the old CA (Talos has not rewritten it yet)",
+                  "other": "holds neither the old nor the new CA", "missing": "does not exist (yet)"}
+
+
 def _workload_label(workload):
     return "%s %s/%s" % (workload["kind"], workload["namespace"], workload["name"]) if workload else "a bare pod"
 
@@ -225,15 +255,20 @@ def report_lines(kind, report):
     """Plain lines for the run's output: one per consumer, with what to do."""
     lines = []
     for account in report["talos_service_accounts"]:
+        secret = _SECRET_STATES[account.get("secret", "missing")]
+        if account["failure_reason"]:
+            secret += " (Talos refuses it: %s)" % account["failure_reason"]
         if not account["pods"]:
-            lines.append("talos.dev ServiceAccount %s/%s: no pod mounts its Secret" % (account["namespace"], account["name"]))
+            lines.append("talos.dev ServiceAccount %s/%s: its Secret %s; no pod reads it" % (
+                account["namespace"], account["name"], secret))
         for pod in account["pods"]:
-            lines.append("talos.dev ServiceAccount %s/%s: pod %s/%s (%s, started %s) read its talosconfig before Talos "
-                         "rewrote it for the new CA: %s" % (
-                             account["namespace"], account["name"], pod["namespace"], pod["name"],
+            lines.append("talos.dev ServiceAccount %s/%s: its Secret %s; pod %s/%s (%s, started %s) may hold the talosconfig "
+                         "of the old CA: %s" % (
+                             account["namespace"], account["name"], secret, pod["namespace"], pod["name"],
                              _workload_label(pod["workload"]), pod["started"] or "unknown",
                              "restarted by this run" if pod.get("restart_listed")
-                             else "restart it (or list its workload in rotate_ca_kubernetes_restart_workloads)"))
+                             else "restart it once its Secret holds the new CA (or list its workload in "
+                                  "rotate_ca_kubernetes_restart_workloads with after: [talos])"))
     for bundle in report["ca_bundles"]:
         where = "%s %s" % (bundle["kind"], bundle["name"]) + (" webhook %s" % bundle["webhook"] if bundle["webhook"] else "")
         lines.append("%s: its caBundle holds the %s CA being rotated out%s: update it before the remove phase" % (

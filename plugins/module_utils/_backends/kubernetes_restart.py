@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
 
@@ -22,7 +22,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # Which CA a restart was for, one annotation per CA kind: a workload restarted after the Talos API CA swap is restarted
 # again after the Kubernetes API CA swap, and a rerun of either restarts nothing.
 RESTARTED_FOR_CA = "talosops.pki/restarted-for-%s-ca"
-CA_KINDS = ("talos", "kubernetes", "aggregator")
+CA_KINDS = (_pki.KIND_TALOS, _pki.KIND_KUBERNETES, _pki.KIND_AGGREGATOR)
 
 ARGUMENT_SPEC = {
     "kubeconfig": {"type": "path"},
@@ -39,6 +39,8 @@ ARGUMENT_SPEC = {
             "namespace": {"type": "str", "required": True},
             "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
             "name": {"type": "str", "required": True},
+            # The rotations after whose swap it is restarted; the Kubernetes API CA's when not set.
+            "after": {"type": "list", "elements": "str", "choices": list(CA_KINDS)},
         },
     },
 }
@@ -57,7 +59,7 @@ def run(params, check_mode=False, diff=False):
     reports, problems = [], []
     restarted_at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     with _kubernetes.KubeAPI(credentials, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
-        for workload in params["workloads"]:
+        for workload in for_kind(params["workloads"], params["ca_kind"]):
             report, problem = _restart(api, workload, fingerprint, RESTARTED_FOR_CA % params["ca_kind"], restarted_at, check_mode)
             reports.append(report)
             if problem:
@@ -69,6 +71,12 @@ def run(params, check_mode=False, diff=False):
     if problems:
         result.update(failed=True, msg="%d of %d workloads were not restarted: %s" % (len(problems), len(reports), "; ".join(problems)))
     return result
+
+
+def for_kind(workloads, ca_kind):
+    """The workloads to restart after the swap of a `ca_kind` rotation: those whose `after` names it (an entry without
+    `after` is the Kubernetes API CA's)."""
+    return [workload for workload in workloads if ca_kind in (workload.get("after") or [_pki.KIND_KUBERNETES])]
 
 
 def _label(report):

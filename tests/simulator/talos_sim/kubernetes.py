@@ -14,7 +14,7 @@ and the kubernetes Python client can be pointed at it unchanged:
   ``labelSelector`` and ``fieldSelector`` (``metadata.name``, ``spec.unschedulable``) work;
 * the cluster-wide lists a consumer report reads (``_OBJECT_LISTS``: pods, APIServices, validating and
   mutating webhook configurations, Talos' ``talos.dev/v1alpha1`` ServiceAccounts when the cluster serves that
-  CRD), and one apps/v1 workload (GET, and the PATCH of ``kubectl rollout restart``, ``dryRun=All`` honoured);
+  CRD), one Secret (``/api/v1/namespaces/{ns}/secrets/{name}``), and one apps/v1 workload (GET, and the PATCH of ``kubectl rollout restart``, ``dryRun=All`` honoured);
 * every other path: a 404 ``Status`` like kube-apiserver's not-found handler.
 
 Everything else it needs comes from the cluster through ``view`` (see ``KubeAPIServer``).
@@ -155,6 +155,7 @@ _OBJECT_LISTS = {
     # Talos' "Talos API access from Kubernetes" CRD (machine.features.kubernetesTalosAPIAccess).
     "/apis/talos.dev/v1alpha1/serviceaccounts": ("serviceaccounts.talos.dev", "ServiceAccountList", "talos.dev/v1alpha1"),
 }
+_SECRET_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)")
 # One workload (GET, and PATCH with a strategic merge patch of the pod template, as `kubectl rollout restart` sends it).
 _WORKLOAD_PATH = re.compile(r"/apis/apps/v1/namespaces/([^/]+)/(deployments|daemonsets|statefulsets)/([^/]+)")
 _WORKLOAD_KINDS = {"deployments": "Deployment", "daemonsets": "DaemonSet", "statefulsets": "StatefulSet"}
@@ -642,6 +643,9 @@ class KubeAPIServer:
         known = path in _PUBLIC_PATHS or node_match is not None
         if path == "/api/v1/secrets":
             return self._secrets(request, user)
+        secret_match = _SECRET_PATH.fullmatch(path)
+        if secret_match is not None:
+            return self._secret(request, user, *(urllib.parse.unquote(part) for part in secret_match.groups()))
         if path in _OBJECT_LISTS:
             return self._object_list(request, user, *_OBJECT_LISTS[path])
         workload_match = _WORKLOAD_PATH.fullmatch(path)
@@ -757,6 +761,21 @@ class KubeAPIServer:
         if dry_run is None:
             items[items.index(found)] = updated
         return _json_response(dict(updated, kind=_WORKLOAD_KINDS[plural], apiVersion="apps/v1"))
+
+    def _secret(self, request: _Request, user: _User, namespace: str, name: str) -> _Response:
+        """GET of one Secret of the view's kubernetes_secrets(), admin only."""
+        if not user.is_admin:
+            return _status_response(403, 'secrets "%s" is forbidden: User %s cannot get resource "secrets" in API group "" in '
+                                    'the namespace "%s"' % (name, json.dumps(user.name), namespace),
+                                    details={"name": name, "kind": "secrets"})
+        if request.method not in ("GET", "HEAD"):
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        lookup = getattr(self._view, "kubernetes_secrets", None)
+        for item in lookup() if lookup else []:
+            metadata = item.get("metadata") or {}
+            if (metadata.get("namespace"), metadata.get("name")) == (namespace, name):
+                return _json_response(dict(item, kind="Secret", apiVersion="v1"))
+        return _status_response(404, 'secrets "%s" not found' % name, details={"name": name, "kind": "secrets"})
 
     def _token_request(self, request: _Request, user: _User, namespace: str, name: str) -> _Response:
         """TokenRequest (POST .../serviceaccounts/{name}/token): a JWT signed with the signing key."""
