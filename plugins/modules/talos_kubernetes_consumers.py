@@ -68,9 +68,12 @@ options:
         type: str
         required: true
       after:
-        description: The rotations after whose swap the role restarts it; not used here.
+        description:
+          - The rotations after whose swap the role restarts it (V([kubernetes]) when not set); a workload counts as
+            listed only for those.
         type: list
         elements: str
+        choices: [talos, kubernetes, aggregator]
 seealso:
   - module: talosops.pki.talos_kubernetes_restart
   - module: talosops.pki.talos_service_account_token

@@ -36,7 +36,7 @@ ARGUMENT_SPEC = {
     "request_timeout": {"type": "float", "default": 10.0},
     "rotation_dir": {"type": "path", "required": True},
     # Talos API CA: seconds to wait until Talos has rewritten every talos.dev ServiceAccount's Secret for the new CA.
-    "wait_for_talos_secrets": {"type": "float", "default": 0.0},
+    "wait_for_talos_secrets": {"type": "float", "default": 0.0, "no_log": False},  # seconds, not a secret
     "retry_interval": {"type": "float", "default": 1.0},
     # What the operator restarts (rotate_ca_kubernetes_restart_workloads): each consumer's workload is marked listed or not.
     "restart_workloads": {

@@ -14,7 +14,8 @@ and the kubernetes Python client can be pointed at it unchanged:
   ``labelSelector`` and ``fieldSelector`` (``metadata.name``, ``spec.unschedulable``) work;
 * the cluster-wide lists a consumer report reads (``_OBJECT_LISTS``: pods, APIServices, validating and
   mutating webhook configurations, Talos' ``talos.dev/v1alpha1`` ServiceAccounts when the cluster serves that
-  CRD), one Secret (``/api/v1/namespaces/{ns}/secrets/{name}``), and one apps/v1 workload (GET, and the PATCH of ``kubectl rollout restart``, ``dryRun=All`` honoured);
+  CRD), one Secret (``/api/v1/namespaces/{ns}/secrets/{name}``), and one apps/v1 workload (GET, and
+  the PATCH of ``kubectl rollout restart``, ``dryRun=All`` honoured);
 * every other path: a 404 ``Status`` like kube-apiserver's not-found handler.
 
 Everything else it needs comes from the cluster through ``view`` (see ``KubeAPIServer``).
@@ -85,7 +86,8 @@ HTTP.
     (1 MiB), idle connections closed after 5 minutes.
 
 Deviations from kube-apiserver, on purpose: read-only (``GET``/``HEAD``; writes answer
-405) except TokenRequest and the pod-template annotation patch of a workload, no watch (``?watch=true`` answers 405), no ``limit``/``continue`` paging (everything
+405) except TokenRequest and the pod-template annotation patch of a workload, no watch (``?watch=true``
+answers 405), no ``limit``/``continue`` paging (everything
 in one page), JSON only (no protobuf/YAML: 406 if JSON is not acceptable), no OpenAPI,
 no bearer tokens, authorisation is "``system:masters`` may do everything, other
 authenticated users may read discovery/version/health only" (RBAC's default bootstrap

@@ -57,10 +57,10 @@ def test_ca_bundles_name_each_apiservice_and_webhook_holding_the_old_ca(cas):
     previous, fresh = _pki.fingerprint(old.crt), _pki.fingerprint(new.crt)
     services = [{"metadata": {"name": "v1.local"}, "spec": {}},
                 {"metadata": {"name": "v1beta1.metrics.k8s.io"}, "spec": {"caBundle": base64.b64encode(old.crt + new.crt).decode()}}]
-    webhooks = {"ValidatingWebhookConfiguration": [{"metadata": {"name": "v"}, "webhooks": [
+    validating = [{"metadata": {"name": "v"}, "webhooks": [
         {"name": "new-only", "clientConfig": {"caBundle": base64.b64encode(new.crt).decode()}},
-        {"name": "old-only", "clientConfig": {"caBundle": base64.b64encode(old.crt).decode()}}]}],
-                "MutatingWebhookConfiguration": [{"metadata": {"name": "m"}}]}
+        {"name": "old-only", "clientConfig": {"caBundle": base64.b64encode(old.crt).decode()}}]}]
+    webhooks = {"ValidatingWebhookConfiguration": validating, "MutatingWebhookConfiguration": [{"metadata": {"name": "m"}}]}
     found = consumers.ca_bundles(services, webhooks, previous, fresh)
     assert found == [
         {"kind": "APIService", "name": "v1beta1.metrics.k8s.io", "webhook": None, "holds_new_ca": True, "certificates": 2},
@@ -88,12 +88,12 @@ def test_restart_lists_are_per_flow_kubernetes_by_default():
 
 
 def test_lines_and_notes_say_what_to_do_and_count():
-    report = {"talos_service_accounts": [
+    accounts = [
         {"namespace": "kube-system", "name": "ccm", "roles": [], "failure_reason": None, "secret": "new",
          "pods": [{"namespace": "kube-system", "name": "ccm-1", "started": None, "workload": None}]},
         {"namespace": "default", "name": "refused", "roles": [], "failure_reason": "Namespace is not allowed: default",
-         "secret": "missing", "pods": []}],
-              "ca_bundles": [], "aggregated_apis": [], "legacy_token_secrets": []}
+         "secret": "missing", "pods": []}]
+    report = {"talos_service_accounts": accounts, "ca_bundles": [], "aggregated_apis": [], "legacy_token_secrets": []}
     consumers.mark_listed(report, [])
     lines = consumers.report_lines("talos", report)
     assert lines[0].startswith("talos.dev ServiceAccount kube-system/ccm: its Secret holds the new CA; pod kube-system/ccm-1 "
