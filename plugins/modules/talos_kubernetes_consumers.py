@@ -87,8 +87,10 @@ author:
 EXAMPLES = r"""
 - name: After the swap of the Talos API CA, list the pods that read a Talos API talosconfig from a Secret
   talosops.pki.talos_kubernetes_consumers:
-    kubeconfig: ~/.talos/rotation/talos/kubeconfig
-    rotation_dir: ~/.talos/rotation/talos
+    kubeconfig: ~/.kube/config
+    rotation_dir: /var/lib/talos-rotation/talos
+    # Wait up to a minute for Talos to rewrite the talos.dev ServiceAccount Secrets for the new CA.
+    wait_for_talos_secrets: 60
   register: consumers
   run_once: true
 
