@@ -187,3 +187,11 @@ def test_restart_patches_the_pod_template_once_per_ca_kind_and_dry_run_stores_no
     assert kubernetes_restart.run(dict(params, ca_kind="aggregator"))["workloads"] == []
     missing = kubernetes_restart.run(dict(params, workloads=[dict(workload, name="absent")]))
     assert missing["failed"] and "not found" in missing["msg"]
+
+
+def test_tls_verification_stays_on(cluster, tmp_path):
+    rotation = generate(cluster, str(tmp_path), "kubernetes", cluster.secrets.k8s_ca.cert_pem)
+    stranger = tmp_path / "stranger-ca.crt"
+    stranger.write_bytes(_pki.generate_ca("kubernetes").crt)
+    with pytest.raises(ConfigError, match="does not verify against the CA bundle"):
+        consumers(cluster, rotation, server_ca=[str(stranger)], request_timeout=3.0)
