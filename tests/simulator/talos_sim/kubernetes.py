@@ -92,7 +92,9 @@ in one page), JSON only (no protobuf/YAML: 406 if JSON is not acceptable), no Op
 no bearer tokens, authorisation is "``system:masters`` may do everything, other
 authenticated users may read discovery/version/health only" (RBAC's default bootstrap
 policy for those paths), client certificates must be issued directly by a trusted CA
-(no intermediates), and the unknown-CA handshake failure described above.
+(no intermediates), the unknown-CA handshake failure described above, and the lists of ``_OBJECT_LISTS``
+and the apps/v1 workloads served without being advertised in ``/apis`` discovery (a client that resolves
+resources through discovery, as kubectl does, does not find them; the collection asks for the paths).
 """
 
 from __future__ import annotations
