@@ -14,10 +14,11 @@ the process ends) are not used, so a task stopped in the middle of a slow call l
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import traceback
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 try:
     import kubernetes.client
@@ -33,8 +34,9 @@ else:
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, TalosPKIError
 
 DEFAULT_PORT = 6443
@@ -208,6 +210,40 @@ class KubeAPI:
             extra = {"dry_run": "All"} if dry_run else {}
             getattr(AppsV1Api(self._api), "patch_namespaced_%s" % WORKLOAD_KINDS[kind])(
                 name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=self._timeout(), **extra)
+        return self._outcome(call)
+
+    def _get_json(self, path):
+        """GET `path`, the JSON answer as plain data. Read without the client's models, which some objects (a CRD's) do
+        not have, which refuse fields a server leaves out, and which take long to build for thousands of pods."""
+        request = self._api.param_serialize(method="GET", resource_path=path, header_params={"Accept": "application/json"},
+                                            auth_settings=["BearerToken"])
+        response = self._api.call_api(*request, _request_timeout=self._timeout())
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        try:
+            document = json.loads(response.data or b"{}")
+        except ValueError:
+            raise ApiException(status=502, reason="the answer is not JSON") from None
+        return document if isinstance(document, dict) else {}
+
+    def list_objects(self, path):
+        """GET of a list path (e.g. /api/v1/pods, /apis/talos.dev/v1alpha1/serviceaccounts): Outcome whose value is the
+        list's items as plain dicts on OK. 404: the server does not serve it (a CRD not installed)."""
+        return self._outcome(lambda: list(self._get_json(path).get("items") or []))
+
+    def secret_talosconfig_cas(self, namespace, name, key="talosconfig"):
+        """The SHA-256 fingerprints of the CA certificates of the talosconfig held in a Secret (Talos' talos.dev
+        ServiceAccount Secrets): Outcome whose value is a tuple, () when the Secret holds no readable talosconfig. Only
+        the fingerprints leave this method; the client key in the same talosconfig is dropped here."""
+        def call():
+            secret = self._get_json("/api/v1/namespaces/%s/secrets/%s" % (quote(namespace, safe=""), quote(name, safe="")))
+            encoded = (secret.get("data") or {}).get(key)
+            try:
+                context = TalosConfig.parse(base64.b64decode(encoded or ""), source="Secret %s/%s" % (namespace, name)).get_context()
+                return tuple(_pki.fingerprint(certificate) for certificate in _pki.load_certificates(context.ca, "talosconfig CA"))
+            except (TalosPKIError, ValueError):
+                return ()
         return self._outcome(call)
 
     def who_am_i(self, remote_user=None):

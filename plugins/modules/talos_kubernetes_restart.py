@@ -7,14 +7,14 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: talos_kubernetes_restart
-short_description: Restart workloads once after a Kubernetes CA change, as kubectl rollout restart does
+short_description: Restart workloads once after a CA change, as kubectl rollout restart does
 version_added: 0.1.0
 description:
   - Pods read the cluster CA bundle when they start and keep it. After the swap of a Kubernetes CA rotation the API servers
     serve with the new CA, so API clients in pods that still hold only the old bundle fail until they are restarted.
   - For each workload of O(workloads) (DaemonSet, Deployment or StatefulSet), sets the pod template annotation
     C(kubectl.kubernetes.io/restartedAt) with a strategic merge patch, exactly what C(kubectl rollout restart) sends, and
-    records the CA it restarted for in C(talosops.pki/restarted-for-kubernetes-ca).
+    records the CA it restarted for in C(talosops.pki/restarted-for-<kind>-ca) (O(ca_kind)).
   - A workload whose pod template already records O(ca_fingerprint) is left alone, so a rerun restarts nothing twice.
   - Does not wait for the rollouts to finish.
 extends_documentation_fragment:
@@ -34,6 +34,15 @@ options:
         Identifies the restart, so that it happens once per CA.
     type: str
     required: true
+  ca_kind:
+    description:
+      - The kind of CA the restart is for. Each kind is recorded in its own annotation
+        (C(talosops.pki/restarted-for-<kind>-ca)), so a workload restarted after the swaps of two rotations is restarted
+        once for each, and a rerun of either restarts nothing.
+      - Only the entries of O(workloads) whose O(workloads[].after) names this kind are restarted.
+    type: str
+    default: kubernetes
+    choices: [talos, kubernetes, aggregator]
   workloads:
     description:
       - Workloads to restart, in order.
@@ -54,6 +63,14 @@ options:
         description: Name of the workload.
         type: str
         required: true
+      after:
+        description:
+          - The kinds of rotation after whose swap the workload is restarted - for example V(talos) for pods that read a
+            Talos API talosconfig from a C(talos.dev) ServiceAccount Secret, V(aggregator) for aggregated API servers.
+            V([kubernetes]) when not set.
+        type: list
+        elements: str
+        choices: [talos, kubernetes, aggregator]
 seealso:
   - module: talosops.pki.talos_kubernetes_verify
   - name: kubectl rollout restart

@@ -182,7 +182,8 @@ def test_every_module_example_runs_against_a_simulated_cluster(example_home, tmp
         play(cluster.controlplanes[1].name, [example("talos_machine_patch", 1, check_mode=True, diff=True)]),
         # Credentials for other users, and the expiry report, once the cluster runs on its new CAs.
         play(everyone, [example("talos_talosconfig", 0), example("talos_talosconfig", 1),
-                        example("talos_cert_info", 0), example("talos_cert_info", 1)]),
+                        example("talos_cert_info", 0), example("talos_cert_info", 1),
+                        *(example("talos_kubernetes_consumers", index) for index in range(3))]),
     ]
     run_plays(cluster, home, kubernetes, str(tmp_path / "kubernetes.yml"))
     for path in (os.path.join(home, ".kube", "config"), example.adapt("/srv/automation/kubeconfig")):

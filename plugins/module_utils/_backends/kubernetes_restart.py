@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import datetime
 
-from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
+from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes, _pki
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig, find_kubeconfig
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-RESTARTED_FOR_CA = "talosops.pki/restarted-for-kubernetes-ca"
+# Which CA a restart was for, one annotation per CA kind: a workload restarted after the Talos API CA swap is restarted
+# again after the Kubernetes API CA swap, and a rerun of either restarts nothing.
+RESTARTED_FOR_CA = "talosops.pki/restarted-for-%s-ca"
+CA_KINDS = (_pki.KIND_TALOS, _pki.KIND_KUBERNETES, _pki.KIND_AGGREGATOR)
 
 ARGUMENT_SPEC = {
     "kubeconfig": {"type": "path"},
@@ -27,6 +30,7 @@ ARGUMENT_SPEC = {
     "server_ca": {"type": "list", "elements": "path"},
     "request_timeout": {"type": "float", "default": 10.0},
     "ca_fingerprint": {"type": "str", "required": True},
+    "ca_kind": {"type": "str", "default": "kubernetes", "choices": list(CA_KINDS)},
     "workloads": {
         "type": "list",
         "elements": "dict",
@@ -35,6 +39,8 @@ ARGUMENT_SPEC = {
             "namespace": {"type": "str", "required": True},
             "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
             "name": {"type": "str", "required": True},
+            # The rotations after whose swap it is restarted; the Kubernetes API CA's when not set.
+            "after": {"type": "list", "elements": "str", "choices": list(CA_KINDS)},
         },
     },
 }
@@ -53,8 +59,8 @@ def run(params, check_mode=False, diff=False):
     reports, problems = [], []
     restarted_at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     with _kubernetes.KubeAPI(credentials, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
-        for workload in params["workloads"]:
-            report, problem = _restart(api, workload, fingerprint, restarted_at, check_mode)
+        for workload in for_kind(params["workloads"], params["ca_kind"]):
+            report, problem = _restart(api, workload, fingerprint, RESTARTED_FOR_CA % params["ca_kind"], restarted_at, check_mode)
             reports.append(report)
             if problem:
                 problems.append(problem)
@@ -67,22 +73,28 @@ def run(params, check_mode=False, diff=False):
     return result
 
 
+def for_kind(workloads, ca_kind):
+    """The workloads to restart after the swap of a `ca_kind` rotation: those whose `after` names it (an entry without
+    `after` is the Kubernetes API CA's)."""
+    return [workload for workload in workloads if ca_kind in (workload.get("after") or [_pki.KIND_KUBERNETES])]
+
+
 def _label(report):
     return "%s/%s/%s" % (report["namespace"], report["kind"], report["name"])
 
 
-def _restart(api, workload, fingerprint, restarted_at, check_mode):
-    """(report, problem or None) for one workload."""
+def _restart(api, workload, fingerprint, restarted_for, restarted_at, check_mode):
+    """(report, problem or None) for one workload; `restarted_for` is the annotation recording the CA of that kind."""
     namespace, kind, name = workload["namespace"], workload["kind"], workload["name"]
     report = {"namespace": namespace, "kind": kind, "name": name, "changed": False}
     read = api.read_workload(kind, namespace, name)
     if read.kind != _kubernetes.OK:
         return report, "%s %s/%s: %s" % (kind, namespace, name, _hint(read))
-    before = {key: read.value.get(key) for key in (RESTARTED_AT, RESTARTED_FOR_CA)}
+    before = {key: read.value.get(key) for key in (RESTARTED_AT, restarted_for)}
     report["before"] = before
-    if before[RESTARTED_FOR_CA] == fingerprint:
+    if before[restarted_for] == fingerprint:
         return dict(report, after=before), None
-    after = {RESTARTED_AT: restarted_at, RESTARTED_FOR_CA: fingerprint}
+    after = {RESTARTED_AT: restarted_at, restarted_for: fingerprint}
     # In check mode the API server validates the patch and persists nothing (dryRun=All).
     patched = api.patch_template_annotations(kind, namespace, name, after, dry_run=check_mode)
     if patched.kind != _kubernetes.OK:

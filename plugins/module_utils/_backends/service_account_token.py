@@ -82,12 +82,7 @@ def _legacy_report(params, credentials, server_ca, server):
     if outcome.kind != _kubernetes.OK:
         raise ConfigError("listing the legacy service-account token Secrets failed: %s. The kubeconfig's user must be allowed "
                           "to list secrets (the admin kubeconfig is)." % outcome.detail)
-    wanted = {fingerprint.lower() for fingerprint in params["key_fingerprints"]}
-    secrets = []
-    for namespace, name, account, token in outcome.value:
-        fingerprint = _kid_fingerprint(token)
-        secrets.append({"namespace": namespace, "name": name, "service_account": account, "key_fingerprint": fingerprint,
-                        "signed_by_listed_key": fingerprint in wanted})
+    secrets = legacy_secrets(outcome.value, params["key_fingerprints"])
     signed = [item for item in secrets if item["signed_by_listed_key"]]
     result = {"changed": False, "state": "legacy_report", "legacy_secrets": secrets,
               "signed_by_listed_key": len(signed)}
@@ -97,6 +92,18 @@ def _legacy_report(params, credentials, server_ca, server):
                               "after the swap (or move their users to projected tokens)." % (
                                   len(signed), ", ".join("%s/%s" % (item["namespace"], item["name"]) for item in signed[:10]))]
     return result
+
+
+def legacy_secrets(listing, key_fingerprints):
+    """The report of each legacy token Secret of KubeAPI.service_account_token_secrets: names, the signing key's fingerprint
+    and whether it is one of key_fingerprints. The token itself is dropped here."""
+    wanted = {fingerprint.lower() for fingerprint in key_fingerprints}
+    secrets = []
+    for namespace, name, account, token in listing:
+        fingerprint = _kid_fingerprint(token)
+        secrets.append({"namespace": namespace, "name": name, "service_account": account, "key_fingerprint": fingerprint,
+                        "signed_by_listed_key": fingerprint in wanted})
+    return secrets
 
 
 def _kid_fingerprint(token):

@@ -137,6 +137,13 @@ class SimCluster:
         self.vip = "%s.%d" % (self.subnet, MAX_NODES) if self._want_vip else None
         self.secrets = machineconfig.ClusterSecrets.generate(self.name, self.ca_validity)
         self.secrets_objects: list[dict] = []
+        self._talos_sa_secrets: dict = {}
+        # Objects kube-apiserver lists, by "plural.group" (see kubernetes_objects); tests seed them. A resource missing here
+        # is not served (404): Talos' talos.dev ServiceAccount CRD exists only once a test sets "serviceaccounts.talos.dev".
+        self.kube_objects: dict[str, list[dict]] = {resource: [] for resource in (
+            "pods", "apiservices.apiregistration.k8s.io", "validatingwebhookconfigurations.admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io", "deployments.apps", "daemonsets.apps",
+            "statefulsets.apps")}
         self.admin = pki.talos_client_certificate(self.secrets.os_ca)
         self._create_nodes()
         self._loop = asyncio.new_event_loop()
@@ -347,8 +354,41 @@ class SimCluster:
         return b"".join(pems)
 
     def kubernetes_secrets(self) -> list[dict]:
-        """Secret objects kube-apiserver lists (tests add legacy service-account token Secrets to `self.secrets_objects`)."""
-        return list(self.secrets_objects)
+        """Secret objects kube-apiserver lists (tests add legacy service-account token Secrets to `self.secrets_objects`),
+        and the Secret Talos keeps for each talos.dev ServiceAccount."""
+        return list(self.secrets_objects) + self._talos_service_account_secrets()
+
+    def _talos_service_account_secrets(self) -> list[dict]:
+        """Talos' kubeaccess CRD controller (on a control plane): for each talos.dev ServiceAccount whose namespace and roles
+        are allowed, a Secret of the same name with a talosconfig (endpoint talos.default, the issuing OS CA, a 6 h client
+        certificate with the roles), rewritten when the issuing CA changes (needsUpdate: CA mismatch)."""
+        issuing = next((node.os_issuing for node in self.controlplanes if node.is_up and node.os_issuing is not None), None)
+        secrets = []
+        for account in self.kube_objects.get("serviceaccounts.talos.dev") or []:
+            if issuing is None:
+                break
+            metadata = account.get("metadata") or {}
+            roles = tuple((account.get("spec") or {}).get("roles") or ())
+            key = (issuing.fingerprint, metadata.get("namespace"), metadata.get("name"), roles)
+            if key not in self._talos_sa_secrets:
+                client = pki.issue(issuing, organizations=roles, client=True, validity=datetime.timedelta(hours=6))
+                talosconfig = yamlgen.dump({"context": "default", "contexts": {"default": {
+                    "endpoints": ["talos.default"], "ca": pki.b64(issuing.cert_pem), "crt": pki.b64(client.cert_pem),
+                    "key": pki.b64(client.key_pem)}}}).encode()
+                self._talos_sa_secrets[key] = {
+                    "metadata": {"namespace": metadata.get("namespace"), "name": metadata.get("name"),
+                                 "ownerReferences": [{"apiVersion": "talos.dev/v1alpha1", "kind": "ServiceAccount",
+                                                      "name": metadata.get("name"), "controller": True,
+                                                      "blockOwnerDeletion": True,
+                                                      "uid": metadata.get("uid") or "00000000-0000-0000-0000-000000000000"}]},
+                    "type": "Opaque", "data": {"talosconfig": pki.b64(talosconfig)}}
+            secrets.append(self._talos_sa_secrets[key])
+        return secrets
+
+    def kubernetes_objects(self, resource: str) -> list[dict] | None:
+        """The objects of one resource ("plural.group"), the list itself (a PATCH of a workload updates it), or None when
+        the cluster does not serve that resource."""
+        return self.kube_objects.get(resource)
 
     def apiserver_service_account(self, host: str) -> dict | None:
         """That control plane's service-account keys, as KubernetesRoot hands them to kube-apiserver."""

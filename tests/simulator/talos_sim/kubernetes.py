@@ -12,6 +12,10 @@ and the kubernetes Python client can be pointed at it unchanged:
   ``as=Table`` in ``Accept`` (kubectl get), as server-side printed ``meta.k8s.io/v1`` Tables
   with the columns kube-apiserver prints (NAME STATUS ROLES AGE VERSION + wide columns);
   ``labelSelector`` and ``fieldSelector`` (``metadata.name``, ``spec.unschedulable``) work;
+* the cluster-wide lists a consumer report reads (``_OBJECT_LISTS``: pods, APIServices, validating and
+  mutating webhook configurations, Talos' ``talos.dev/v1alpha1`` ServiceAccounts when the cluster serves that
+  CRD), one Secret (``/api/v1/namespaces/{ns}/secrets/{name}``), and one apps/v1 workload (GET, and
+  the PATCH of ``kubectl rollout restart``, ``dryRun=All`` honoured);
 * every other path: a 404 ``Status`` like kube-apiserver's not-found handler.
 
 Everything else it needs comes from the cluster through ``view`` (see ``KubeAPIServer``).
@@ -82,12 +86,15 @@ HTTP.
     (1 MiB), idle connections closed after 5 minutes.
 
 Deviations from kube-apiserver, on purpose: read-only (``GET``/``HEAD``; writes answer
-405), no watch (``?watch=true`` answers 405), no ``limit``/``continue`` paging (everything
+405) except TokenRequest and the pod-template annotation patch of a workload, no watch (``?watch=true``
+answers 405), no ``limit``/``continue`` paging (everything
 in one page), JSON only (no protobuf/YAML: 406 if JSON is not acceptable), no OpenAPI,
 no bearer tokens, authorisation is "``system:masters`` may do everything, other
 authenticated users may read discovery/version/health only" (RBAC's default bootstrap
 policy for those paths), client certificates must be issued directly by a trusted CA
-(no intermediates), and the unknown-CA handshake failure described above.
+(no intermediates), the unknown-CA handshake failure described above, and the lists of ``_OBJECT_LISTS``
+and the apps/v1 workloads served without being advertised in ``/apis`` discovery (a client that resolves
+resources through discovery, as kubectl does, does not find them; the collection asks for the paths).
 """
 
 from __future__ import annotations
@@ -137,6 +144,25 @@ REQUEST_LOG_SIZE = 2000
 _JSON = "application/json"
 _AGGREGATED_DISCOVERY_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _TOKEN_REQUEST_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)/token")
+# Cluster-wide lists (GET, all namespaces) of the objects that hold or trust a rotated CA or key, as kube-apiserver serves
+# them: path -> (resource as "plural.group", list kind, apiVersion). The objects come from the view's optional
+# ``kubernetes_objects(resource)``, which answers None for a resource the cluster does not serve (a CRD not installed).
+_OBJECT_LISTS = {
+    "/api/v1/pods": ("pods", "PodList", "v1"),
+    "/apis/apiregistration.k8s.io/v1/apiservices": ("apiservices.apiregistration.k8s.io", "APIServiceList", "apiregistration.k8s.io/v1"),
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations": (
+        "validatingwebhookconfigurations.admissionregistration.k8s.io", "ValidatingWebhookConfigurationList",
+        "admissionregistration.k8s.io/v1"),
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": (
+        "mutatingwebhookconfigurations.admissionregistration.k8s.io", "MutatingWebhookConfigurationList",
+        "admissionregistration.k8s.io/v1"),
+    # Talos' "Talos API access from Kubernetes" CRD (machine.features.kubernetesTalosAPIAccess).
+    "/apis/talos.dev/v1alpha1/serviceaccounts": ("serviceaccounts.talos.dev", "ServiceAccountList", "talos.dev/v1alpha1"),
+}
+_SECRET_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)")
+# One workload (GET, and PATCH with a strategic merge patch of the pod template, as `kubectl rollout restart` sends it).
+_WORKLOAD_PATH = re.compile(r"/apis/apps/v1/namespaces/([^/]+)/(deployments|daemonsets|statefulsets)/([^/]+)")
+_WORKLOAD_KINDS = {"deployments": "Deployment", "daemonsets": "DaemonSet", "statefulsets": "StatefulSet"}
 # The service accounts every cluster has (kube-controller-manager creates "default" in each namespace).
 _SERVICE_ACCOUNTS = frozenset((namespace, "default")
                               for namespace in ("default", "kube-system", "kube-public", "kube-node-lease"))
@@ -149,13 +175,13 @@ _NODE_ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 _CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 _REASON_PHRASES = {
     200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 413: "Request Entity Too Large",
+    405: "Method Not Allowed", 406: "Not Acceptable", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
     422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
 _STATUS_REASONS = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-    405: "MethodNotAllowed", 406: "NotAcceptable", 413: "RequestEntityTooLarge",
+    405: "MethodNotAllowed", 406: "NotAcceptable", 413: "RequestEntityTooLarge", 415: "UnsupportedMediaType",
     422: "Invalid", 500: "InternalError", 503: "ServiceUnavailable",
 }
 
@@ -621,6 +647,14 @@ class KubeAPIServer:
         known = path in _PUBLIC_PATHS or node_match is not None
         if path == "/api/v1/secrets":
             return self._secrets(request, user)
+        secret_match = _SECRET_PATH.fullmatch(path)
+        if secret_match is not None:
+            return self._secret(request, user, *(urllib.parse.unquote(part) for part in secret_match.groups()))
+        if path in _OBJECT_LISTS:
+            return self._object_list(request, user, *_OBJECT_LISTS[path])
+        workload_match = _WORKLOAD_PATH.fullmatch(path)
+        if workload_match is not None:
+            return self._workload(request, user, *(urllib.parse.unquote(part) for part in workload_match.groups()))
         token_match = _TOKEN_REQUEST_PATH.fullmatch(path)
         if token_match is not None:
             return self._token_request(request, user, *(urllib.parse.unquote(part) for part in token_match.groups()))
@@ -663,6 +697,89 @@ class KubeAPIServer:
         items = [item for item in (lookup() if lookup else []) if wanted is None or item.get("type") == wanted]
         return _json_response({"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
                                "items": items})
+
+    def _objects(self, resource: str):
+        lookup = getattr(self._view, "kubernetes_objects", None)
+        return lookup(resource) if lookup is not None else None
+
+    def _object_list(self, request: _Request, user: _User, resource: str, list_kind: str, api_version: str) -> _Response:
+        """GET of a cluster-wide list, admin only; 404 for a resource the cluster does not serve (no CRD)."""
+        plural, _dot, group = resource.partition(".")
+        items = self._objects(resource)
+        if items is None:
+            return _status_response(404, "the server could not find the requested resource")
+        if not user.is_admin:
+            return _status_response(403, '%s is forbidden: User %s cannot list resource "%s" in API group "%s" at the '
+                                    'cluster scope' % (resource, json.dumps(user.name), plural, group),
+                                    details={"group": group, "kind": plural} if group else {"kind": plural})
+        if request.method not in ("GET", "HEAD"):
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        if _query_flag(request.query, "watch"):
+            return _status_response(405, "watch is not supported by the simulated API server")
+        return _json_response({"kind": list_kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"},
+                               "items": [dict(item, kind=list_kind[:-len("List")], apiVersion=api_version) for item in items]})
+
+    def _workload(self, request: _Request, user: _User, namespace: str, plural: str, name: str) -> _Response:
+        """GET or PATCH (strategic merge of spec.template.metadata.annotations; dryRun=All stores nothing) of one workload."""
+        resource = "%s.apps" % plural
+        if not user.is_admin:
+            verb = "patch" if request.method == "PATCH" else "get"
+            return _status_response(403, '%s.apps "%s" is forbidden: User %s cannot %s resource "%s" in API group "apps" in '
+                                    'the namespace "%s"' % (plural, name, json.dumps(user.name), verb, plural, namespace),
+                                    details={"name": name, "group": "apps", "kind": plural})
+        items = self._objects(resource) or []
+        found = next((item for item in items if (item.get("metadata") or {}).get("namespace") == namespace
+                      and (item.get("metadata") or {}).get("name") == name), None)
+        if found is None:
+            return _status_response(404, '%s.apps "%s" not found' % (plural, name),
+                                    details={"name": name, "group": "apps", "kind": plural})
+        shown = dict(found, kind=_WORKLOAD_KINDS[plural], apiVersion="apps/v1")
+        if request.method in ("GET", "HEAD"):
+            return _json_response(shown)
+        if request.method != "PATCH":
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip()
+        if content_type not in ("application/strategic-merge-patch+json", "application/merge-patch+json"):
+            return _status_response(415, "the body of the request was in an unknown format - accepted media types include: "
+                                    "application/json-patch+json, application/merge-patch+json, "
+                                    "application/apply-patch+yaml, application/strategic-merge-patch+json")
+        dry_run = _query_value(request.query, "dryRun")
+        if dry_run not in (None, "All"):
+            return _status_response(400, "Invalid dry run value: %s" % dry_run)
+        try:
+            patch = json.loads(request.body or b"{}")
+            annotations = patch["spec"]["template"]["metadata"]["annotations"]
+            if set(patch) != {"spec"} or set(patch["spec"]) != {"template"} or set(patch["spec"]["template"]) != {"metadata"} \
+                    or set(patch["spec"]["template"]["metadata"]) != {"annotations"} or not isinstance(annotations, dict):
+                raise KeyError("only pod template annotations")
+        except (ValueError, KeyError, TypeError):
+            # What the simulator applies: the pod template annotations of a rollout restart, nothing else.
+            return _status_response(422, "the simulated API server only applies patches of spec.template.metadata.annotations")
+        template = ((found.get("spec") or {}).get("template") or {})
+        merged = dict((template.get("metadata") or {}).get("annotations") or {})
+        merged.update({key: value for key, value in annotations.items() if value is not None})
+        for key in [key for key, value in annotations.items() if value is None]:
+            merged.pop(key, None)
+        updated = dict(found, spec=dict(found.get("spec") or {}, template=dict(
+            template, metadata=dict(template.get("metadata") or {}, annotations=merged))))
+        if dry_run is None:
+            items[items.index(found)] = updated
+        return _json_response(dict(updated, kind=_WORKLOAD_KINDS[plural], apiVersion="apps/v1"))
+
+    def _secret(self, request: _Request, user: _User, namespace: str, name: str) -> _Response:
+        """GET of one Secret of the view's kubernetes_secrets(), admin only."""
+        if not user.is_admin:
+            return _status_response(403, 'secrets "%s" is forbidden: User %s cannot get resource "secrets" in API group "" in '
+                                    'the namespace "%s"' % (name, json.dumps(user.name), namespace),
+                                    details={"name": name, "kind": "secrets"})
+        if request.method not in ("GET", "HEAD"):
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        lookup = getattr(self._view, "kubernetes_secrets", None)
+        for item in lookup() if lookup else []:
+            metadata = item.get("metadata") or {}
+            if (metadata.get("namespace"), metadata.get("name")) == (namespace, name):
+                return _json_response(dict(item, kind="Secret", apiVersion="v1"))
+        return _status_response(404, 'secrets "%s" not found' % name, details={"name": name, "kind": "secrets"})
 
     def _token_request(self, request: _Request, user: _User, namespace: str, name: str) -> _Response:
         """TokenRequest (POST .../serviceaccounts/{name}/token): a JWT signed with the signing key."""

@@ -111,6 +111,11 @@ class SimNode:
     # --- read-only views (thread-safe) ------------------------------------------------------
 
     @property
+    def os_issuing(self) -> pki.CertKey | None:
+        """The OS CA this control plane issues its certificates with now (None on a worker or before the first ones)."""
+        return self._os_issuing
+
+    @property
     def machine_type(self) -> str:
         return self._active.machine_type
 
