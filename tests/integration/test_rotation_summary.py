@@ -95,5 +95,6 @@ def test_a_run_that_stops_says_where_each_node_stands_and_how_to_resume(cluster,
     assert lines[1] == "state: nodes part way: accepted on %d, pending on 1" % moved
     assert lines[2].startswith("next: fix the cause reported above, then rerun the same command")
     for node in cluster.nodes:
-        after = "pending (unchanged)" if node is failing else "accepted"
+        # The failed wave's audit entry names the node that failed: the summary marks it.
+        after = "pending (unchanged) (FAILED)" if node is failing else "accepted"
         assert row(lines, node) == "%s %s %s pending -> %s" % (node.name, node.address, node.machine_type, after)
