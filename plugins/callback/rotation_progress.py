@@ -14,7 +14,7 @@ description:
     control planes in one task, then its workers in one, in waves), prints a line per wave - the nodes of that wave,
     how long it took, how many nodes are done and left, and an estimate of the time the waves left take (the average
     wave so far); a failed wave names its failed nodes. The waves come from the task's result.
-  - A task that patches one node per host (O(node) rather than O(nodes)) gets a line each time a node is done, with
+  - A task that patches one node per host (C(node) rather than C(nodes)) gets a line each time a node is done, with
     the waves left estimated from the number of hosts seen patching at once.
   - A Kubernetes API CA rotation of a large cluster spends minutes waiting for kubelets; this shows it moving.
   - Adds to the output of the stdout callback (it prints nothing else and changes nothing).

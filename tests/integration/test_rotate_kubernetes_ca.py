@@ -311,8 +311,8 @@ def test_interrupted_kubernetes_rotation_resumes_with_the_same_ca(make_sim_clust
                                     extra_vars=variables)
     assert killed_in_accept.returncode != 0 and "PLAY RECAP" not in killed_in_accept.output
     new_ca = read(ca_path)
-    killed_in_swap = run_playbook(cluster, rotation_dir, kill_after="Swap | make the new Kubernetes CA the issuing CA, keep the old one accepted (control planes@%s" % host,
-                                  extra_vars=variables)
+    swap = "Swap | make the new Kubernetes CA the issuing CA, keep the old one accepted"
+    killed_in_swap = run_playbook(cluster, rotation_dir, kill_after="%s (control planes@%s" % (swap, host), extra_vars=variables)
     assert killed_in_swap.returncode != 0 and "PLAY RECAP" not in killed_in_swap.output
     assert any(kubernetes_ca_fields(node)[0] == pem_to_der(new_ca) for node in cluster.nodes), "the swap had not started"
 
