@@ -91,10 +91,14 @@ def test_report_over_three_clusters_flags_the_short_lived_ca_and_exits_non_zero(
         files = {entry["where"][0] for entry in entries if entry["role"] in ("client certificate", "secrets bundle")}
         assert files == {cluster.talosconfig_path, cluster.kubeconfig_path, cluster.secrets_path}
     assert data["entries"][0]["cluster"] == "fleet-b" and data["entries"][0]["kind"] == "talos"
-    # The CA on the nodes and its copy in the secrets bundle; everything else is a year or more away.
+    # The CA on the nodes, its copy in the secrets bundle, and the one-year admin certificate it issued (which stops
+    # working with it: it counts down to the CA's expiry); everything else is a year or more away.
     assert sorted((entry["cluster"], entry["item"], entry["role"]) for entry in data["alerts"]) == [
-        ("fleet-b", "Talos API CA", "issuing"), ("fleet-b", "Talos API CA", "secrets bundle")]
-    assert data["entries"][2]["days_left"] >= 364
+        ("fleet-b", "Talos API CA", "issuing"), ("fleet-b", "Talos API CA", "secrets bundle"),
+        ("fleet-b", "Talos API client certificate (context fleet-b)", "client certificate")]
+    capped = next(entry for entry in data["alerts"] if entry["role"] == "client certificate")
+    assert capped["days_left"] == data["entries"][0]["days_left"] and capped["certificate_not_after"] > capped["not_after"]
+    assert data["entries"][3]["days_left"] >= 364
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Days")]
     assert rows[0].startswith("| 29 | WARN | fleet-b | Talos API CA | issuing |"), markdown
     days = [int(row.split("|")[1]) for row in rows if row.split("|")[1].strip() != "-"]

@@ -344,6 +344,17 @@ def test_both_cas_rotated_in_separate_phase_jobs(make_sim_cluster, tmp_path):
     assert all(entry["ready"] for entry in cluster.kubernetes_nodes())
 
 
+def changed_tasks(output):
+    """The tasks that reported a change, with their result lines: what a rerun that should change nothing did."""
+    task, changed = None, []
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed:"):
+            changed.append("%s\n    %s" % (task, line[:400]))
+    return "\n".join(changed) or output[-4000:]
+
+
 def test_both_cas_rotated_with_the_rotation_directory_encrypted(make_sim_cluster, tmp_path):
     cluster = make_sim_cluster(controlplanes=1, workers=1, talos_version="v1.15.0", kubelet_restart_delay=0.05)
     rotation_dir = str(tmp_path / "rotation")
@@ -370,7 +381,7 @@ def test_both_cas_rotated_with_the_rotation_directory_encrypted(make_sim_cluster
         else:
             assert data.startswith(b"$ANSIBLE_VAULT;"), "%s is stored in clear" % name
     rerun = run_playbook(cluster, rotation_dir, "--vault-password-file", str(password_file), extra_vars=variables)
-    assert rerun.returncode == 0 and all(counts["changed"] == 0 for counts in rerun.recap.values()), rerun.output[-4000:]
+    assert rerun.returncode == 0 and all(counts["changed"] == 0 for counts in rerun.recap.values()), changed_tasks(rerun.output)
 
 
 def test_a_cluster_mid_upgrade_is_rotated_in_each_node_s_own_config_shape(make_sim_cluster, tmp_path):
