@@ -23,6 +23,7 @@ it reads no global, so tests drive it with a fake client.
 
 from __future__ import annotations
 
+import asyncio
 from typing import NamedTuple
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation
@@ -53,6 +54,7 @@ class NodeState:
         self.node = node
         self.config = config
         self.version = version  # the Version reply, when the read asked for it
+        self.applied_at = None  # the event loop's clock when an apply of this node's config returned
         self._cas = {}
 
     @property
@@ -239,7 +241,9 @@ class NodeService:
             async with KubeletWatch(self.client, state.node, self.kubelet_timeout, "%s of the Kubernetes CA rotation" % step) as kubelet:
                 await kubelet.wait_ready()
                 applied = await self.client.apply_configuration(data, node=state.node, mode=self.apply_mode, guard=self.guard)
+                state.applied_at = asyncio.get_running_loop().time()
                 return applied, await kubelet.wait_restart()
         applied = await self.client.apply_configuration(data, node=state.node, mode=self.apply_mode, dry_run=self.dry_run,
                                                         guard=self.guard)
+        state.applied_at = asyncio.get_running_loop().time()
         return applied, None

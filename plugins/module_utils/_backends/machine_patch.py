@@ -238,7 +238,8 @@ async def _patch(service, params, node, rotation, client_crt, diff, claim=False)
     if kubelet is not None:
         result["kubelet"] = kubelet
     if claim is not None:
-        result["claim"] = await claim.settle()
+        # The settle time counts from the apply: the kubelet restart just waited for (Kubernetes CA) may have covered it.
+        result["claim"] = await claim.settle(applied_at=state.applied_at)
     # What a node says may quote its config: tokens, cluster secrets and keys are masked before anyone sees it.
     result.update(changed=True, apply_mode=applied.get("mode"),
                   warnings=[redact(text) for text in applied.get("warnings") or []] + _claim_warnings(result))
@@ -297,15 +298,18 @@ class _Claim:
             self._give_up(winners + losers, "claimed the cluster first: it is on %s already" % self.node)
         return False
 
-    async def settle(self, resumed=False):
+    async def settle(self, resumed=False, applied_at=None):
+        """`applied_at`: the loop's clock when this run's apply returned; the first re-read comes claim_settle after it."""
         node = self.node
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.params["claim_deadline"]
         waited = []  # losers seen next to our CA, in the order first seen
         while True:
             if not resumed:  # a claim made by an earlier run has long settled: read at once
-                await asyncio.sleep(self.params["claim_settle"])
+                since = loop.time() - applied_at if applied_at is not None else 0.0
+                await asyncio.sleep(max(0.0, self.params["claim_settle"] - since))
             resumed = False
+            applied_at = None
             state = await self.service.read(node)
             fields, node_cas = state.ca(self.kind)
             winners, losers = self._rivals(fields)

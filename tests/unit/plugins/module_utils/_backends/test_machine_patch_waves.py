@@ -1,6 +1,7 @@
 """talos_machine_patch's wave mode against a fake Talos API (no simulator): waves in order, the concurrency limit, a
 failed wave naming every failed node and stopping there, the claim alone first, check mode as dry runs, audit entries."""
 
+import asyncio
 import json
 import os
 
@@ -208,3 +209,34 @@ def test_service_account_waves_on_v115_control_planes(tmp_path, monkeypatch):
         assert "PRIVATE" not in json.dumps(result)
     with pytest.raises(ConfigError, match="does not apply to ca=service_account"):
         machine_patch.run(params(rotation, ca="service_account", nodes=CONTROL_PLANES, phase="rollback_swap"))
+
+
+def test_the_claim_settles_from_the_apply_so_a_kubelet_restart_counts_toward_it(monkeypatch):
+    """The claim re-reads the node claim_settle after the apply; a kubelet restart waited for in between counts."""
+    slept = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds, *args, **kwargs):
+        slept.append(seconds)
+        await real_sleep(0)
+
+    class Service:
+        async def read(self, node):
+            raise AssertionError("not reached")
+
+    claim = machine_patch._Claim.__new__(machine_patch._Claim)
+    claim.params, claim.node = {"claim_settle": 2.0, "claim_deadline": 5.0}, "10.5.0.2"
+
+    async def first_sleep(applied_ago):
+        monkeypatch.setattr(machine_patch.asyncio, "sleep", recording_sleep)
+        loop = asyncio.get_running_loop()
+        claim.service = Service()
+        try:
+            await claim.settle(applied_at=None if applied_ago is None else loop.time() - applied_ago)
+        except AssertionError:
+            pass
+        return slept.pop()
+
+    assert asyncio.run(first_sleep(None)) == 2.0  # no apply time known: the whole settle
+    assert asyncio.run(first_sleep(3.0)) == 0.0  # a 3 s kubelet restart since the apply: read at once
+    assert 1.4 <= asyncio.run(first_sleep(0.5)) <= 1.5  # the rest of the 2 s
