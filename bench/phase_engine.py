@@ -31,6 +31,18 @@ Later runs on the same main, same machine: --only talos: 98.1 s vs 83.1 s = 0.85
 120.8 s vs 80.5 s = 0.67x. --only kubernetes --kube-forks 20 (as the issue's 44.0 s was taken): 84.6 s vs 226.1 s =
 2.67x, 2.35x the 36.0 s floor, 2154 MiB RSS summed over twenty forks.
 
+After the phase engine (waves, one phase file, addresses collected once, the claim settling from its apply), same
+machine, idle (load average under 1):
+    MISS Talos 3 + 97 vs one node at a time       18.1 s vs 54.6 s = 3.01x      target >= 4x
+    PASS Talos 3 + 297 vs 3 + 97                  41.4 s vs 18.1 s = 2.28x      target <= 3x
+    PASS Talos 3 + 297 peak controller memory     346 MiB RSS (PSS 192 MiB)     target < 1024 MiB
+    MISS Kubernetes 3 + 20 vs one node at a time  45.5 s vs 219.9 s = 4.84x     target >= 5x
+    MISS Kubernetes 3 + 20 vs the floor           45.5 s vs 36.0 s = 1.26x      target <= 1.20x
+    PASS talos_verify of 100 nodes, one task      0.42 s (playbook 1.0 s)       target < 2 s
+What is left of the Talos 18.1 s: Ansible's argument check of the role on every host (2.1 s), the claim's 2 s settle
+before the other control planes, ~2 s per worker wave task (one machine config parsed and written per node, in one
+process), and ~40 run-once tasks at ~0.1 s each.
+
 Usage: bench/phase_engine.py [--only talos|kubernetes|verify ...] [--forks 5] [--apply-delay 0.15]
                              [--controlplanes 3] [--workers 97] [--scale-workers 297]
                              [--kube-workers 20] [--kube-batch 20] [--kube-forks N] [--kubelet-restart 2]
