@@ -35,7 +35,8 @@ options:
     default: 10.0
 notes:
   - Runs on the controller and talks to the Kubernetes API over TLS with the C(kubernetes) Python client. The client
-    certificate and key are handed to the client through a private temporary folder (0700) removed when the task ends.
+    certificate and key are loaded into its TLS context from memory (Linux C(memfd)); only where that is missing do they
+    pass through a private temporary folder (0700, files 0600) removed right after loading.
 requirements:
   - kubernetes >= 29.0
   - cryptography >= 41.0

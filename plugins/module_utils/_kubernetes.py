@@ -51,6 +51,21 @@ REQUESTHEADER_USERNAME_HEADER = "X-Remote-User"
 FRONT_PROXY_CLIENT_NAME = "front-proxy-client"
 SERVICE_ACCOUNT_TOKEN_TYPE = "kubernetes.io/service-account-token"
 
+# How a task reaches the Kubernetes API (doc fragment talosops.pki._kubernetes): one argument spec for every module.
+KUBE_AUTH_ARGUMENT_SPEC = {
+    "kubeconfig": {"type": "path"},
+    "context": {"type": "str"},
+    "server_ca": {"type": "list", "elements": "path"},
+    "request_timeout": {"type": "float", "default": 10.0},
+}
+
+
+def with_kube_auth(spec):
+    """A module's argument spec merged with the Kubernetes API access options."""
+    merged = dict(KUBE_AUTH_ARGUMENT_SPEC)
+    merged.update(spec)
+    return merged
+
 
 class NodeStatus(NamedTuple):
     name: str

@@ -29,11 +29,7 @@ from ansible_collections.talosops.pki.plugins.module_utils import _kubernetes, _
 from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_restart, service_account_token
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 
-ARGUMENT_SPEC = {
-    "kubeconfig": {"type": "path"},
-    "context": {"type": "str"},
-    "server_ca": {"type": "list", "elements": "path"},
-    "request_timeout": {"type": "float", "default": 10.0},
+ARGUMENT_SPEC = _kubernetes.with_kube_auth({
     "rotation_dir": {"type": "path", "required": True},
     # Talos API CA: seconds to wait until Talos has rewritten every talos.dev ServiceAccount's Secret for the new CA.
     "wait_for_talos_secrets": {"type": "float", "default": 0.0, "no_log": False},  # seconds, not a secret
@@ -43,14 +39,9 @@ ARGUMENT_SPEC = {
         "type": "list",
         "elements": "dict",
         "default": [],
-        "options": {
-            "namespace": {"type": "str", "required": True},
-            "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
-            "name": {"type": "str", "required": True},
-            "after": {"type": "list", "elements": "str", "choices": list(kubernetes_restart.CA_KINDS)},
-        },
+        "options": kubernetes_restart.WORKLOAD_OPTIONS,
     },
-}
+})
 REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
 
 PODS = "/api/v1/pods"

@@ -24,26 +24,25 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 RESTARTED_FOR_CA = "talosops.pki/restarted-for-%s-ca"
 CA_KINDS = (_pki.KIND_TALOS, _pki.KIND_KUBERNETES, _pki.KIND_AGGREGATOR)
 
-ARGUMENT_SPEC = {
-    "kubeconfig": {"type": "path"},
-    "context": {"type": "str"},
-    "server_ca": {"type": "list", "elements": "path"},
-    "request_timeout": {"type": "float", "default": 10.0},
+# One workload to restart (rotate_ca_kubernetes_restart_workloads): also what talos_kubernetes_consumers marks as listed.
+WORKLOAD_OPTIONS = {
+    "namespace": {"type": "str", "required": True},
+    "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
+    "name": {"type": "str", "required": True},
+    # The rotations after whose swap it is restarted; the Kubernetes API CA's when not set.
+    "after": {"type": "list", "elements": "str", "choices": list(CA_KINDS)},
+}
+
+ARGUMENT_SPEC = _kubernetes.with_kube_auth({
     "ca_fingerprint": {"type": "str", "required": True},
     "ca_kind": {"type": "str", "default": "kubernetes", "choices": list(CA_KINDS)},
     "workloads": {
         "type": "list",
         "elements": "dict",
         "required": True,
-        "options": {
-            "namespace": {"type": "str", "required": True},
-            "kind": {"type": "str", "required": True, "choices": sorted(_kubernetes.WORKLOAD_KINDS)},
-            "name": {"type": "str", "required": True},
-            # The rotations after whose swap it is restarted; the Kubernetes API CA's when not set.
-            "after": {"type": "list", "elements": "str", "choices": list(CA_KINDS)},
-        },
+        "options": WORKLOAD_OPTIONS,
     },
-}
+})
 REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
 
 

@@ -21,17 +21,13 @@ from ansible_collections.talosops.pki.plugins.module_utils._inventory import nor
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import KubeCredentials
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import SecretsBundle
 
-ARGUMENT_SPEC = {
-    "kubeconfig": {"type": "path"},
-    "context": {"type": "str"},
-    "server_ca": {"type": "list", "elements": "path"},
+ARGUMENT_SPEC = _kubernetes.with_kube_auth({
     "api_servers": {"type": "list", "elements": "str"},
     "expect": {"type": "str", "default": "reachable", "choices": ["reachable", "refused", "authenticated"]},
     "nodes": {"type": "list", "elements": "str"},
     "refuse_unlisted_nodes": {"type": "bool", "default": False},
     "deadline": {"type": "float", "default": 180.0},
     "retry_interval": {"type": "float", "default": 1.0},
-    "request_timeout": {"type": "float", "default": 10.0},
     # The front-proxy trust of an aggregator CA rotation, proven on every API server with short-lived front-proxy client
     # certificates from the rotation's new CA and from the CA it replaces.
     "front_proxy": {
@@ -44,7 +40,7 @@ ARGUMENT_SPEC = {
             "secrets_file": {"type": "path"},
         },
     },
-}
+})
 # The user a front-proxy probe asks to be taken for; what kube-apiserver answers proves which identity it accepted.
 FRONT_PROXY_PROBE_USER = "talosops-front-proxy-probe"
 FRONT_PROXY_PROBE_HOURS = 1

@@ -21,10 +21,7 @@ import time
 from ansible_collections.talosops.pki.plugins.module_utils import _files, _kubernetes
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 
-ARGUMENT_SPEC = _files.with_encryption({
-    "kubeconfig": {"type": "path"},
-    "context": {"type": "str"},
-    "server_ca": {"type": "list", "elements": "path"},
+ARGUMENT_SPEC = _files.with_encryption(_kubernetes.with_kube_auth({
     "api_servers": {"type": "list", "elements": "str"},
     "path": {"type": "path"},
     "state": {"type": "str", "default": "issued", "choices": ["issued", "authenticated", "refused", "legacy_report"]},
@@ -35,8 +32,7 @@ ARGUMENT_SPEC = _files.with_encryption({
     "force": {"type": "bool", "default": False},
     "deadline": {"type": "float", "default": 180.0},
     "retry_interval": {"type": "float", "default": 1.0},
-    "request_timeout": {"type": "float", "default": 10.0},
-})
+}))
 ARGUMENT_RULES = {"required_if": [("state", state, ("path",)) for state in ("issued", "authenticated", "refused")]}
 REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
 # kube-apiserver refuses a TokenRequest for less than 10 minutes.
