@@ -254,7 +254,7 @@ def compose_all(text):
     ruamel.yaml at the next token), a text without a final line break (other end lines), a byte order mark.
     Tags may differ (libyaml resolves plain scalars as YAML 1.1) but are only compared between two parses.
     A text libyaml refuses goes to ruamel.yaml too, which reads it or words the error. libyaml takes a
-    little more than ruamel.yaml (a tab before a line break), as go-yaml, its Go port that Talos uses, does.
+    little more than ruamel.yaml (a tab before a line break); the node's own parser still judges what is applied.
     """
     if _LIBYAML_LOADER is not None and text.endswith("\n") and not text.startswith("\ufeff"):
         try:

@@ -96,9 +96,8 @@ def test_texts_the_composers_mark_differently_are_composed_by_ruamel(text, monke
     assert calls == [text]
 
 
-def test_a_tab_after_a_key_is_read_as_talos_reads_it():
-    """libyaml, like go-yaml (its Go port, which Talos parses configs with), takes a tab before a line break;
-    ruamel.yaml refuses it. The marks around it are the ones the edits need."""
+def test_a_tab_before_a_line_break_is_read_with_the_marks_the_edits_need():
+    """libyaml takes a tab before a line break, which ruamel.yaml refuses: the marks around it are still right."""
     text = "machine:\n  ca:\t\n    crt: x\n"
     documents = _machineconfig.compose_all(text)
     ca = documents[0].value[0][1].value[0][1]
