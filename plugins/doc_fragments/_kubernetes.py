@@ -34,11 +34,12 @@ options:
     type: float
     default: 10.0
 notes:
-  - Runs on the controller and talks to the Kubernetes API over TLS with the C(kubernetes) Python client. The client
-    certificate and key are loaded into its TLS context from memory (Linux C(memfd)); only where that is missing do they
-    pass through a private temporary folder (0700, files 0600) removed right after loading.
+  - Runs on the controller and talks to the Kubernetes API over TLS (C(urllib3), plain REST calls read as JSON; not the
+    C(kubernetes) Python client, whose import costs about a second and whose models refuse objects that leave out a field).
+    The client certificate and key are loaded into the TLS context from memory (Linux C(memfd)); only where that is missing
+    do they pass through a private temporary folder (0700, files 0600) removed right after loading.
 requirements:
-  - kubernetes >= 29.0
+  - urllib3 >= 1.26
   - cryptography >= 41.0
   - ruamel.yaml >= 0.17.21
 """

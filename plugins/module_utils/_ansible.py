@@ -46,7 +46,7 @@ def execute(backend, params, check_mode, diff, sealing=None):
     `sealing` (a _files.Sealing) encrypts at rest what the backend writes under its folder; only
     the controller has the vault secrets, so only action plugins give one.
     """
-    # A backend may need more than every backend does (the Kubernetes checks need the kubernetes client).
+    # A backend may need more than every backend does (the Kubernetes API requests need urllib3).
     missing = missing_library(getattr(backend, "REQUIRED_LIBRARIES", ()))
     if missing:
         return {"failed": True, "msg": missing[0], "exception": missing[1]}

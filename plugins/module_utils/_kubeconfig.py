@@ -7,7 +7,7 @@
 A user's kubeconfig usually holds other clusters too, so writing the rotated admin credentials
 replaces only the entries of this cluster (cluster, user and context of the same names) and
 keeps everything else. Key material never leaves this module except to a 0600 file or to the
-private temporary folder the Kubernetes client reads it from.
+TLS context of a Kubernetes API request (loaded from memory, _files.load_cert_chain).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ module: talos_kubernetes_verify
 short_description: Prove that a kubeconfig reaches the Kubernetes API with every node Ready, or that it is refused
 version_added: 0.1.0
 description:
-  - Lists the cluster's nodes with the C(kubernetes) Python client on each API server of O(api_servers) (default - the
+  - Lists the cluster's nodes (C(GET /api/v1/nodes)) on each API server of O(api_servers) (default - the
     kubeconfig's server), concurrently, each try on a fresh connection.
   - With O(expect=reachable), every API server must answer and every node it lists must be Ready (and every node of
     O(nodes) registered); retried until O(deadline), as a kubelet takes a moment to report after a restart. The Ready

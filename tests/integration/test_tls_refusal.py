@@ -72,7 +72,6 @@ def test_every_talos_client_path_refuses_a_server_from_another_ca(cluster, stran
 
 
 def test_every_kubernetes_client_path_refuses_a_server_from_another_ca(cluster, stranger_ca):
-    pytest.importorskip("kubernetes")
     kubeconfig_path = cluster.kubeconfig_path
     paths = [
         ("talos_kubernetes_verify", kubernetes_verify, defaults(kubernetes_verify, kubeconfig=kubeconfig_path, server_ca=[stranger_ca],

@@ -28,7 +28,8 @@ WEAKENING = {
 # Where TLS settings are built, and what each must say.
 REQUIRED = {
     os.path.join("plugins", "module_utils", "_client.py"): ["context.verify_mode = ssl.CERT_REQUIRED", "context.check_hostname = True"],
-    os.path.join("plugins", "module_utils", "_kubernetes.py"): ["configuration.verify_ssl = True"],
+    os.path.join("plugins", "module_utils", "_kubernetes.py"): ["context.verify_mode = ssl.CERT_REQUIRED", "context.check_hostname = True",
+                                                                "cert_reqs=ssl.CERT_REQUIRED, ssl_context=context"],
 }
 
 

@@ -42,7 +42,7 @@ ARGUMENT_SPEC = _kubernetes.with_kube_auth({
         "options": kubernetes_restart.WORKLOAD_OPTIONS,
     },
 })
-REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
+REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 
 PODS = "/api/v1/pods"
 API_SERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"

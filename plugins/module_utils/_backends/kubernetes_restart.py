@@ -43,7 +43,7 @@ ARGUMENT_SPEC = _kubernetes.with_kube_auth({
         "options": WORKLOAD_OPTIONS,
     },
 })
-REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
+REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 
 
 def run(params, check_mode=False, diff=False):

@@ -2,7 +2,7 @@
 # Copyright (c) talosops.pki contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # PRIVATE to talosops.pki: may change at any time.
-"""talos_kubernetes_verify: prove with the kubernetes client that a kubeconfig reaches the API and every node is Ready,
+"""talos_kubernetes_verify: prove that a kubeconfig reaches the API and every node is Ready,
 or that the API servers refuse its client certificate.
 
 A refusal counts only as 401 Unauthorized: that is kube-apiserver saying it does not
@@ -44,7 +44,7 @@ ARGUMENT_SPEC = _kubernetes.with_kube_auth({
 # The user a front-proxy probe asks to be taken for; what kube-apiserver answers proves which identity it accepted.
 FRONT_PROXY_PROBE_USER = "talosops-front-proxy-probe"
 FRONT_PROXY_PROBE_HOURS = 1
-REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
+REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 
 
 def run(params, check_mode=False, diff=False):

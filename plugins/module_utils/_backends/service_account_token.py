@@ -34,7 +34,7 @@ ARGUMENT_SPEC = _files.with_encryption(_kubernetes.with_kube_auth({
     "retry_interval": {"type": "float", "default": 1.0},
 }))
 ARGUMENT_RULES = {"required_if": [("state", state, ("path",)) for state in ("issued", "authenticated", "refused")]}
-REQUIRED_LIBRARIES = (("kubernetes", "kubernetes.client"),)
+REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 # kube-apiserver refuses a TokenRequest for less than 10 minutes.
 MIN_EXPIRATION_SECONDS = 600
 

@@ -25,9 +25,9 @@ def test_a_bearer_token_writes_nothing_to_tmpdir_and_is_sent_as_a_header(credent
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with KubeAPI(credentials, token=TOKEN) as api:
         assert list(tmp_path.iterdir()) == []
-        configuration = api._api.configuration  # pylint: disable=protected-access
-        assert configuration.cert_file is None and configuration.key_file is None and configuration.ssl_ca_cert is None
-        assert configuration.get_api_key_with_prefix("authorization") == "Bearer " + TOKEN
-        context = api._api.rest_client.pool_manager.connection_pool_kw["ssl_context"]  # pylint: disable=protected-access
+        assert api._headers["Authorization"] == "Bearer " + TOKEN  # pylint: disable=protected-access
+        pool_options = api._pool.connection_pool_kw  # pylint: disable=protected-access
+        assert "cert_file" not in pool_options and "key_file" not in pool_options and "ca_certs" not in pool_options
+        context = pool_options["ssl_context"]
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""A tiny HTTPS Kubernetes API for unit tests: real TLS, real requests from the kubernetes client, recorded.
+"""A tiny HTTPS Kubernetes API for unit tests: real TLS, real requests from the collection, recorded.
 
 Answers like kube-apiserver for the few paths the collection uses: GET /api/v1/nodes, and GET and
 PATCH of apps/v1 daemonsets, deployments and statefulsets. Client certificates pass the TLS layer

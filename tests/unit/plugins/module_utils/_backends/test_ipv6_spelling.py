@@ -23,7 +23,6 @@ def test_a_member_left_out_is_still_found():
 
 
 def test_kubernetes_nodes_match_the_inventory_in_any_ipv6_spelling(tmp_path):
-    pytest.importorskip("kubernetes")
     from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_verify  # pylint: disable=import-outside-toplevel
     from _fake_kube_api import FakeKubeAPI, node  # pylint: disable=import-error,import-outside-toplevel
 

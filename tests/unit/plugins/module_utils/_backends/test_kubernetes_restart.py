@@ -2,8 +2,6 @@
 
 import pytest
 
-pytest.importorskip("kubernetes")
-
 from ansible_collections.talosops.pki.plugins.module_utils import _pki  # noqa: E402  pylint: disable=wrong-import-position
 from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_restart  # noqa: E402  pylint: disable=wrong-import-position
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError  # noqa: E402  pylint: disable=wrong-import-position

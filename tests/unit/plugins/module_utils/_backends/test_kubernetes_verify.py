@@ -1,8 +1,6 @@
-"""talos_kubernetes_verify's backend against a real HTTPS API (tests/unit/.../_fake_kube_api.py) with the kubernetes client."""
+"""talos_kubernetes_verify's backend against a real HTTPS API (tests/unit/.../_fake_kube_api.py)."""
 
 import pytest
-
-pytest.importorskip("kubernetes")
 
 from ansible_collections.talosops.pki.plugins.module_utils import _pki  # noqa: E402  pylint: disable=wrong-import-position
 from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_verify  # noqa: E402  pylint: disable=wrong-import-position
@@ -112,3 +110,15 @@ def test_a_node_the_list_does_not_name_is_refused_at_once(tmp_path, cas):
 def test_refuse_unlisted_nodes_needs_the_list(tmp_path, cas):
     with pytest.raises(ConfigError, match="refuse_unlisted_nodes needs nodes"):
         kubernetes_verify.run(params(tmp_path / "kc", refuse_unlisted_nodes=True))
+
+
+def test_a_node_with_a_partial_node_info_is_read(tmp_path, cas):
+    """The kubernetes client's models refused a Node whose status.nodeInfo left out a NodeSystemInfo field (the whole
+    list failed to deserialise); only the fields the check needs are read now."""
+    with FakeKubeAPI(cas["old"], [cas["old"]]) as api:
+        partial = node("worker-1", "10.5.0.5")
+        partial["status"]["nodeInfo"] = {"kubeletVersion": "v1.33.0"}
+        api.nodes = [node("cp-1", "10.5.0.2"), partial]
+        result = kubernetes_verify.run(params(api.kubeconfig(tmp_path / "kc", admin(cas["old"])), nodes=["10.5.0.2", "10.5.0.5"]))
+    assert not result.get("failed"), result
+    assert result["ready_count"] == 2 and result["nodes"]["worker-1"]["ready"]

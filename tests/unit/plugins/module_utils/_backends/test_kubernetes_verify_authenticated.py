@@ -1,9 +1,5 @@
 """talos_kubernetes_verify expect=authenticated: a user's kubeconfig is authenticated (an answer or 403), never 401."""
 
-import pytest
-
-pytest.importorskip("kubernetes")
-
 from ansible_collections.talosops.pki.plugins.module_utils import _pki  # noqa: E402  pylint: disable=wrong-import-position
 from ansible_collections.talosops.pki.plugins.module_utils._backends import kubernetes_verify  # noqa: E402  pylint: disable=wrong-import-position
 
