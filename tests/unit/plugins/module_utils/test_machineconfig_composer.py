@@ -31,7 +31,8 @@ HAND_WRITTEN = {
     "crlf": "machine:\r\n  type: worker\r\n  ca:\r\n    crt: abc\r\n    key: \"\"\r\n",
     "non-ascii": "machine:\n  type: worker # é 😀\n  nodeLabels:\n    owner: \"Zoë 😀\"\n  ca:\n    crt: x\n",
     "comments between entries": "machine:\n  # the CA\n  ca:\n    crt: x  # trailing\n\n    # about key\n    key: y\n\n# end\n",
-    "block scalars": "machine:\n  files:\n    - content: |\n        line one\n        line two\n\n      path: /a\n    - content: >-\n        folded\n      path: /b\n",
+    "block scalars": ("machine:\n  files:\n    - content: |\n        line one\n        line two\n\n      path: /a\n"
+                      "    - content: >-\n        folded\n      path: /b\n"),
     "flow collections": "machine:\n  certSANs: [a, 'b', \"c\"]\n  kubelet: {image: x, extraArgs: {a: b}}\n",
     "indentless sequence": "machine:\n  acceptedCAs:\n  - crt: a\n  - crt: b\ncluster:\n  id: x\n",
     "anchors and aliases": "base: &b\n  crt: x\nmachine:\n  ca: *b\n",
@@ -120,4 +121,3 @@ def test_what_libyaml_refuses_ruamel_decides(monkeypatch):
     with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML at line 3, column \d+"):
         YAMLText("machine:\n  type: worker\n   token: x\n", "bad.yaml")
     assert len(calls) == 1
-
