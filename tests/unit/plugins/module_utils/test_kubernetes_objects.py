@@ -13,16 +13,17 @@ READY = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message":
 
 
 @pytest.mark.parametrize("node,expected", [
-    ({"metadata": {"name": "w1"}, "status": {"conditions": [READY], "addresses": [{"type": "InternalIP", "address": "10.5.0.3"}],
-                                              "nodeInfo": {"kubeletVersion": "v1.33.0"}}},  # nodeInfo with one field of ten
+    ({"metadata": {"name": "w1"},
+      "status": {"conditions": [READY], "addresses": [{"type": "InternalIP", "address": "10.5.0.3"}],
+                 "nodeInfo": {"kubeletVersion": "v1.33.0"}}},  # nodeInfo with one field of ten
      NodeStatus("w1", ("10.5.0.3",), "True", "KubeletReady", "kubelet is posting ready status")),
     ({"metadata": {"name": "w2"}},  # no status yet (a node object just created)
      NodeStatus("w2", (), "Unknown", "NoReadyCondition", "the node reports no Ready condition yet")),
     ({"metadata": {"name": "w3"}, "status": {"conditions": None, "addresses": None}},
      NodeStatus("w3", (), "Unknown", "NoReadyCondition", "the node reports no Ready condition yet")),
-    ({"metadata": {"name": "w4"}, "status": {"conditions": [{"type": "MemoryPressure", "status": "False"},
-                                                            {"type": "Ready", "status": "False"}],
-                                              "addresses": [{"type": "Hostname"}, {"type": "InternalIP", "address": "fd00::4"}]}},
+    ({"metadata": {"name": "w4"},
+      "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "False"}],
+                 "addresses": [{"type": "Hostname"}, {"type": "InternalIP", "address": "fd00::4"}]}},
      NodeStatus("w4", ("fd00::4",), "False", None, None)),
     ({"metadata": {"name": "w5"}, "status": "garbage"},
      NodeStatus("w5", (), "Unknown", "NoReadyCondition", "the node reports no Ready condition yet")),
