@@ -219,12 +219,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         folder = self.get_option("rotation_dir")
         if not folder or self.get_option("server_ca"):
             return
+        # An encrypted rotation folder is read with the vault secrets given to the run; the inventory writes nothing.
         vault = getattr(self.loader, "_vault", None)
-        with _files.sealing(_files.Sealing(unseal=vault.decrypt if vault is not None and vault.secrets else None)):
-            rotation = _rotation_store.load(os.path.join(os.path.expanduser(folder), "talos"), kind="talos")
-            if rotation is None:
-                return
-            cas = [rotation.previous_ca_cert(), rotation.ca_cert()]
+        sealing = _files.Sealing(unseal=vault.decrypt if vault is not None and vault.secrets else None)
+        rotation = _rotation_store.load(os.path.join(os.path.expanduser(folder), "talos"), kind="talos", sealing=sealing)
+        if rotation is None:
+            return
+        cas = [rotation.previous_ca_cert(), rotation.ca_cert()]
         target.credentials = target.credentials._replace(ca=b"".join([target.credentials.ca] + cas))
 
     def _source(self, target):

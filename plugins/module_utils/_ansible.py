@@ -5,9 +5,11 @@
 """The one place where a backend meets Ansible, for modules and action plugins alike.
 
 A backend is a module_utils/_backends/<name>.py file with ARGUMENT_SPEC and
-run(params, check_mode, diff) -> dict. Its module runs it in a module process; its action
+run(params, check_mode, diff, sealing) -> dict. Its module runs it in a module process; its action
 plugin runs the same function on the controller, which saves a process and the imports
-per host (what makes a 100-node rotation fast).
+per host (what makes a 100-node rotation fast). `sealing` (a _files.Sealing, or None) is how
+the files the backend reads and writes are encrypted at rest: only the controller has vault
+secrets, so a module process passes None.
 """
 
 from __future__ import annotations
@@ -43,16 +45,16 @@ def missing_library(extra=()):
 def execute(backend, params, check_mode, diff, sealing=None):
     """Run a backend and shape its outcome as a task result (failures included, never raised).
 
-    `sealing` (a _files.Sealing) encrypts at rest what the backend writes under its folder; only
-    the controller has the vault secrets, so only action plugins give one.
+    `sealing` (a _files.Sealing) is handed to the backend, which encrypts at rest what it writes under
+    its folder and reads vault-encrypted files with it; only the controller has the vault secrets, so
+    only action plugins give one.
     """
     # A backend may need more than every backend does (the Kubernetes API requests need urllib3).
     missing = missing_library(getattr(backend, "REQUIRED_LIBRARIES", ()))
     if missing:
         return {"failed": True, "msg": missing[0], "exception": missing[1]}
     try:
-        with _files.sealing(sealing or _files.Sealing()):
-            result = backend.run(params, check_mode=check_mode, diff=diff)
+        result = backend.run(params, check_mode=check_mode, diff=diff, sealing=sealing)
     except TalosPKIError as error:
         return {"failed": True, "msg": redact(str(error))}
     except OSError as error:  # a file or socket the backend did not wrap: still say which, and what to do

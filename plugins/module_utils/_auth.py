@@ -34,15 +34,16 @@ def with_auth(spec):
 class Target:
     """Resolved auth options: which talosconfig context, endpoints and credentials a task uses."""
 
-    def __init__(self, params, talosconfig=None):
+    def __init__(self, params, talosconfig=None, sealing=None):
+        """`sealing` (a _files.Sealing, or None) reads the talosconfig and server CA files when vault-encrypted."""
         self.talosconfig_path = find_talosconfig(talosconfig or params.get("talosconfig"))
-        self.context = TalosConfig.load(self.talosconfig_path).get_context(params.get("context"))
+        self.context = TalosConfig.load(self.talosconfig_path, sealing=sealing).get_context(params.get("context"))
         self.endpoints = tuple(params.get("endpoints") or self.context.endpoints)
         if not self.endpoints:
             raise ConfigError("context %s of %s has no endpoints: set `endpoints` in the task or add them to the talosconfig "
                               "(talosctl config endpoint <control plane IPs>)." % (self.context.name, self.talosconfig_path))
         server_ca = params.get("server_ca")
-        ca_bundle = b"".join(_files.read_bytes(path, "server CA certificate") for path in server_ca) if server_ca else self.context.ca
+        ca_bundle = _files.server_ca_bundle(server_ca, sealing) if server_ca else self.context.ca
         self.credentials = Credentials(ca=ca_bundle, crt=self.context.crt, key=self.context.key)
         self.call_timeout = params.get("call_timeout", 30.0)
         self.retry_deadline = params.get("retry_deadline", 10.0)

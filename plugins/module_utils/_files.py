@@ -4,10 +4,12 @@
 # PRIVATE to talosops.pki: may change at any time.
 """Private file handling: atomic 0600 writes, 0700 directories, short-lived key folders.
 
-Encryption at rest: for one task, the controller may install a sealing (see `sealing`). Every
-file then written under its folder goes through `seal` (ansible-vault), and every file read
-that is vault-encrypted, wherever it is, goes through `unseal`; code that reads and writes
-files through this module needs to know nothing about it.
+Encryption at rest: a task run by the controller may be given a Sealing (built from the play's
+vault secrets). It is passed explicitly to every function here that stores or reads bytes, never
+kept in this module: every file written under its folder goes through `seal` (ansible-vault), and
+every file read that is vault-encrypted, wherever it is, goes through `unseal`. Without one
+(`sealing=None`, what a module process has), nothing is sealed and vault text is refused with
+what to do.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ def with_encryption(spec):
 
 
 class Sealing:
-    """How files are encrypted at rest during one task: folder sealed (or None), seal(bytes), unseal(bytes)."""
+    """How files are encrypted at rest during one task: folder sealed (or None), seal(bytes), unseal(bytes).
+
+    Passed to the functions of this module (and to the objects that store files through them) as `sealing`;
+    None there means the same as Sealing(): nothing sealed, nothing unsealed.
+    """
 
     def __init__(self, folder=None, seal=None, unseal=None):
         self.folder = os.path.realpath(folder) if folder else None
@@ -59,34 +65,24 @@ class Sealing:
         return real == self.folder or real.startswith(self.folder + os.sep)
 
 
-_SEALING = Sealing()
+def _covers(sealing, path):
+    return sealing is not None and sealing.covers(path)
 
 
-@contextlib.contextmanager
-def sealing(active):
-    """Install `active` (a Sealing) for the duration of one task."""
-    global _SEALING  # pylint: disable=global-statement
-    previous, _SEALING = _SEALING, active
-    try:
-        yield active
-    finally:
-        _SEALING = previous
+def sealed_for(path, data, sealing=None):
+    """`data` as it is to be stored at `path`: vault-encrypted when `sealing` covers the path."""
+    return sealing.seal(data) if _covers(sealing, path) else data
 
 
-def sealed_for(path, data):
-    """`data` as it is to be stored at `path`: vault-encrypted when a sealing covers the path."""
-    return _SEALING.seal(data) if _SEALING.covers(path) else data
-
-
-def unsealed(path, data):
-    """Stored bytes of `path` in clear: vault-encrypted content is decrypted, or refused with what to do."""
+def unsealed(path, data, sealing=None):
+    """Stored bytes of `path` in clear: vault-encrypted content is decrypted with `sealing`, or refused with what to do."""
     if not data.startswith(VAULT_HEADER):
         return data
-    if _SEALING.unseal is None:
+    if sealing is None or sealing.unseal is None:
         raise ConfigError("%s is encrypted with ansible-vault and no vault secret is loaded: give the vault password the "
                           "rotation was started with (--vault-id or --vault-password-file; in AWX a Vault credential)." % path)
     try:
-        return _SEALING.unseal(data)
+        return sealing.unseal(data)
     except Exception as exc:  # pylint: disable=broad-except
         raise ConfigError("cannot decrypt %s with the vault secrets loaded (%s): give the vault password the rotation was "
                           "started with." % (path, exc)) from exc
@@ -140,16 +136,17 @@ def write_target(path):
     return target
 
 
-def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
+def atomic_write(path, data, mode=PRIVATE_FILE_MODE, sealing=None):
     """Write bytes to `path` atomically: a temp file with `mode` beside the file, fsync, rename.
 
     The file never exists with a wider mode, and a reader sees the old or the new content,
     never a mix. A symbolic link is written through: the temp file goes beside the link's
-    target, which keeps its mode and owner, and the link stays a link. Returns `path`.
+    target, which keeps its mode and owner, and the link stays a link. Under `sealing`, a target
+    in its folder is stored vault-encrypted. Returns `path`.
     """
     target = write_target(path)
     folder = os.path.dirname(os.path.abspath(target))
-    data = sealed_for(target, data)
+    data = sealed_for(target, data, sealing)
     keep = os.stat(target) if target != path and os.path.exists(target) else None
     try:
         fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(target))
@@ -212,19 +209,22 @@ def _keep_owner(fd, keep, path, target):
                               path, target, keep.st_uid, keep.st_gid, exc.strerror)) from exc
 
 
-def write_backup(path, data):
-    """Keep `data` (the old content of `path`) as PATH.bak-<UTC timestamp>, 0600, never over an existing file; returns its path."""
+def write_backup(path, data, sealing=None):
+    """Keep `data` (the old content of `path`) as PATH.bak-<UTC timestamp>, 0600, never over an existing file; returns its path.
+
+    Sealed like any write when `sealing` covers the backup's folder.
+    """
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     candidate = "%s.bak-%s" % (path, stamp)
     counter = 1
     while os.path.lexists(candidate):
         candidate = "%s.bak-%s-%d" % (path, stamp, counter)
         counter += 1
-    return atomic_write(candidate, data)
+    return atomic_write(candidate, data, sealing=sealing)
 
 
-def read_bytes(path, what):
-    """Read a whole file, turning OS errors into a ConfigError that names `what` it is."""
+def read_bytes(path, what, sealing=None):
+    """Read a whole file in clear (see `unsealed`), turning OS errors into a ConfigError that names `what` it is."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -234,16 +234,21 @@ def read_bytes(path, what):
         raise ConfigError("%s %s is a directory, expected a file." % (what, path)) from exc
     except OSError as exc:
         raise ConfigError("cannot read %s %s: %s." % (what, path, exc.strerror)) from exc
-    return unsealed(path, data)
+    return unsealed(path, data, sealing)
 
 
-def append_line(path, line):
+def server_ca_bundle(paths, sealing=None):
+    """The files `paths` (a task's server_ca option: PEM CA certificates) concatenated, each read in clear under `sealing`."""
+    return b"".join(read_bytes(path, "server CA certificate", sealing=sealing) for path in paths)
+
+
+def append_line(path, line, sealing=None):
     """Append one line (bytes, no newline) to a 0600 file: one write() on O_APPEND, so concurrent writers do not interleave.
 
-    Under a sealing the line is stored as a JSON object {"vault": <vault text>}, still one line.
+    When `sealing` covers the path, the line is stored as a JSON object {"vault": <vault text>}, still one line.
     """
-    if _SEALING.covers(path):
-        line = json.dumps({"vault": _SEALING.seal(line).decode("ascii")}).encode()
+    if _covers(sealing, path):
+        line = json.dumps({"vault": sealing.seal(line).decode("ascii")}).encode()
     data = line + b"\n"
     handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
     try:

@@ -78,10 +78,11 @@ def _yaml():
 class Kubeconfig:
     """A kubeconfig document (kind Config); entries are looked up by name as kubectl does."""
 
-    def __init__(self, document, source, base_dir=None):
+    def __init__(self, document, source, base_dir=None, sealing=None):
         self.document = document
         self.source = source
         self.base_dir = base_dir
+        self.sealing = sealing  # how files it refers to (client-key: PATH...) are read: a _files.Sealing or None
         if not isinstance(document, dict):
             raise ConfigError("%s is not a kubeconfig (expected a mapping with clusters, users and contexts)." % source)
         for section, _field in _SECTIONS:
@@ -90,11 +91,14 @@ class Kubeconfig:
                 raise ConfigError("%s: `%s` must be a list of named entries: restore the file kubectl or talosctl wrote." % (source, section))
 
     @classmethod
-    def load(cls, path):
-        return cls.parse(_files.read_bytes(path, "kubeconfig"), path, base_dir=os.path.dirname(os.path.abspath(path)))
+    def load(cls, path, sealing=None):
+        """Read (in clear under `sealing`, a _files.Sealing) and parse the kubeconfig at `path`; the files it refers to are
+        read under the same sealing."""
+        return cls.parse(_files.read_bytes(path, "kubeconfig", sealing=sealing), path,
+                         base_dir=os.path.dirname(os.path.abspath(path)), sealing=sealing)
 
     @classmethod
-    def parse(cls, data, source="kubeconfig", base_dir=None):
+    def parse(cls, data, source="kubeconfig", base_dir=None, sealing=None):
         try:
             document = _yaml().load(data.decode("utf-8") if isinstance(data, bytes) else data)
         except (YAMLError, UnicodeDecodeError) as exc:
@@ -107,7 +111,7 @@ class Kubeconfig:
                               "or fetch the kubeconfig again." % source) from None
         if document is None:
             document = {}
-        return cls(document, source, base_dir)
+        return cls(document, source, base_dir, sealing)
 
     @classmethod
     def empty(cls, source="kubeconfig"):
@@ -118,12 +122,13 @@ class Kubeconfig:
         _yaml().dump(self.document, stream)
         return stream.getvalue().encode("utf-8")
 
-    def save(self, path):
-        """Write atomically with mode 0600 (it holds a private key); a missing parent folder is created 0700."""
+    def save(self, path, sealing=None):
+        """Write atomically with mode 0600 (it holds a private key), sealed when `sealing` covers `path`; a missing parent
+        folder is created 0700."""
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             _files.ensure_private_dir(folder)
-        _files.atomic_write(path, self.to_bytes(), _files.PRIVATE_FILE_MODE)
+        _files.atomic_write(path, self.to_bytes(), _files.PRIVATE_FILE_MODE, sealing=sealing)
         return path
 
     # -- lookups --------------------------------------------------------------------------
@@ -195,7 +200,7 @@ class Kubeconfig:
             path = os.path.expanduser(str(path))
             if not os.path.isabs(path) and self.base_dir:
                 path = os.path.join(self.base_dir, path)
-            return _files.read_bytes(path, "%s %s of %s" % (where, field, self.source))
+            return _files.read_bytes(path, "%s %s of %s" % (where, field, self.source), sealing=self.sealing)
         if required:
             raise ConfigError("%s: %s has no %s-data: the CA rotation checks need client-certificate credentials." % (self.source, where, field))
         return None
@@ -205,7 +210,7 @@ class Kubeconfig:
     def renamed(self, name):
         """A copy whose single cluster, user and context are all called `name` (a second cluster named like the first)."""
         context = self.only_context()
-        copy = Kubeconfig.parse(self.to_bytes(), self.source)
+        copy = Kubeconfig.parse(self.to_bytes(), self.source, sealing=self.sealing)
         for section, field in _SECTIONS:
             for item in copy.document.get(section) or []:
                 item["name"] = name
@@ -217,7 +222,7 @@ class Kubeconfig:
     def for_user(self, name):
         """A copy whose single user and context are both called `name` (the cluster entry keeps its name), for another user."""
         context = self.only_context()
-        copy = Kubeconfig.parse(self.to_bytes(), self.source)
+        copy = Kubeconfig.parse(self.to_bytes(), self.source, sealing=self.sealing)
         for section in ("users", "contexts"):
             for item in copy.document.get(section) or []:
                 item["name"] = name

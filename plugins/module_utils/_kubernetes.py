@@ -83,15 +83,13 @@ class Outcome(NamedTuple):
     value: object = None
 
 
-def api_targets(params):
+def api_targets(params, sealing=None):
     """What a check of the API servers uses, from the module options kubeconfig, context, server_ca and api_servers:
     (the kubeconfig's path, its credentials, the server CA bundle to verify with or None for the kubeconfig's, the server
-    URLs)."""
+    URLs). Files are read in clear under `sealing` (a _files.Sealing, or None)."""
     path = find_kubeconfig(params["kubeconfig"])
-    credentials = Kubeconfig.load(path).credentials(params["context"])
-    server_ca = None
-    if params["server_ca"]:
-        server_ca = b"".join(_files.read_bytes(ca_path, "server CA certificate") for ca_path in params["server_ca"])
+    credentials = Kubeconfig.load(path, sealing=sealing).credentials(params["context"])
+    server_ca = _files.server_ca_bundle(params["server_ca"], sealing) if params["server_ca"] else None
     return path, credentials, server_ca, [server_url(server) for server in (params["api_servers"] or [credentials.server])]
 
 

@@ -64,11 +64,16 @@ WITHDRAWN_SUFFIX = ".withdrawn-"
 
 
 class Rotation:
-    """A rotation directory that exists on disk and is whole."""
+    """A rotation directory that exists on disk and is whole.
 
-    def __init__(self, path, state):
+    `sealing` (a _files.Sealing, or None) is how its files are encrypted at rest: given when the store is
+    built (load, create), used by every read and write of the store, never looked up elsewhere.
+    """
+
+    def __init__(self, path, state, sealing=None):
         self.path = path
         self.state = state
+        self.sealing = sealing
 
     @property
     def kind(self):
@@ -96,25 +101,29 @@ class Rotation:
         if self.completed:
             return False
         self.state = dict(self.state, completed=_now())
-        _files.atomic_write(self.file(STATE_FILE), _state_bytes(self.state))
+        _files.atomic_write(self.file(STATE_FILE), _state_bytes(self.state), sealing=self.sealing)
         return True
 
     def file(self, name):
         return os.path.join(self.path, name)
 
+    def read(self, name, what):
+        """The bytes of the store's file `name` in clear (`what` names it in errors)."""
+        return _files.read_bytes(self.file(name), what, sealing=self.sealing)
+
     def ca(self):
         """The new CA with its key (PEM bytes), validated as a pair."""
-        crt = _files.read_bytes(self.file(CA_CERT), "rotation CA certificate")
-        key = _files.read_bytes(self.file(CA_KEY), "rotation CA key")
+        crt = self.read(CA_CERT, "rotation CA certificate")
+        key = self.read(CA_KEY, "rotation CA key")
         _pki.check_key_pair(crt, key, what="rotation CA in %s" % self.path)
         return _pki.CertAndKey(crt, key)
 
     def ca_cert(self):
         """The new CA's certificate (PEM bytes), without reading its key."""
-        return _files.read_bytes(self.file(CA_CERT), "rotation CA certificate")
+        return self.read(CA_CERT, "rotation CA certificate")
 
     def previous_ca_cert(self):
-        return _files.read_bytes(self.file(PREVIOUS_CA_CERT), "previous CA certificate")
+        return self.read(PREVIOUS_CA_CERT, "previous CA certificate")
 
     @property
     def has_previous_ca_key(self):
@@ -129,28 +138,28 @@ class Rotation:
                 "without rotate_ca_rollback), or put the old CA's key from the cluster's secrets.yaml into %s (0600)." % (
                     self.path, PREVIOUS_CA_KEY, self.file(PREVIOUS_CA_KEY)))
         crt = self.previous_ca_cert()
-        key = _files.read_bytes(self.file(PREVIOUS_CA_KEY), "previous CA key")
+        key = self.read(PREVIOUS_CA_KEY, "previous CA key")
         _pki.check_key_pair(crt, key, what="previous CA in %s" % self.path)
         return _pki.CertAndKey(crt, key)
 
     def keep_previous_ca_key(self, key):
         """Store the key of the CA being replaced (0600, sealed like the rest) once it is checked against its certificate."""
         _pki.check_key_pair(self.previous_ca_cert(), key, what="previous CA key for %s" % self.path)
-        _files.atomic_write(self.file(PREVIOUS_CA_KEY), key)
+        _files.atomic_write(self.file(PREVIOUS_CA_KEY), key, sealing=self.sealing)
 
     def signing_key(self):
         """The new service-account signing key (PEM), checked against the fingerprint recorded at creation."""
-        key = _files.read_bytes(self.file(SA_KEY), "rotation service-account key")
+        key = self.read(SA_KEY, "rotation service-account key")
         if _pki.public_key_fingerprint(key, "rotation service-account key") != self.ca_fingerprint:
             raise RotationStateError("%s: %s does not match the fingerprint recorded in %s. The directory was altered: restore "
                                      "it." % (self.path, SA_KEY, STATE_FILE))
         return key
 
     def public_key(self):
-        return _files.read_bytes(self.file(SA_PUBLIC_KEY), "rotation service-account public key")
+        return self.read(SA_PUBLIC_KEY, "rotation service-account public key")
 
     def previous_public_key(self):
-        return _files.read_bytes(self.file(PREVIOUS_SA_PUBLIC_KEY), "previous service-account public key")
+        return self.read(PREVIOUS_SA_PUBLIC_KEY, "previous service-account public key")
 
     def record(self, event, **fields):
         """Append one operation to the audit log. Callers pass public facts only (fingerprints, never PEM or keys);
@@ -161,7 +170,7 @@ class Rotation:
         entry = dict(redact_fields(fields), time=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event=event,
                      kind=self.kind)
         try:
-            _files.append_line(self.file(AUDIT_LOG), json.dumps(entry, sort_keys=True).encode())
+            _files.append_line(self.file(AUDIT_LOG), json.dumps(entry, sort_keys=True).encode(), sealing=self.sealing)
         except OSError as exc:
             raise TalosPKIError("cannot append to the audit log %s: %s. The log is as it was before this entry; the rotation "
                                 "directory must stay writable: %s." % (self.file(AUDIT_LOG), exc.strerror or exc, _files.remedy(exc))) from exc
@@ -182,7 +191,7 @@ class Rotation:
             try:
                 entry = json.loads(line)
                 if isinstance(entry, dict) and set(entry) == {"vault"}:
-                    entry = json.loads(_files.unsealed(path, entry["vault"].encode()))
+                    entry = json.loads(_files.unsealed(path, entry["vault"].encode(), self.sealing))
             except ValueError:
                 continue
             if not isinstance(entry, dict):
@@ -223,8 +232,9 @@ class Rotation:
         }
 
 
-def load(path, kind=None):
-    """The rotation at `path`, or None when there is none. Refuses a directory that is not a whole rotation."""
+def load(path, kind=None, sealing=None):
+    """The rotation at `path` (a store reading and writing under `sealing`), or None when there is none. Refuses a directory
+    that is not a whole rotation."""
     state_path = os.path.join(path, STATE_FILE)
     if not os.path.exists(path):
         return None
@@ -237,7 +247,7 @@ def load(path, kind=None):
                 "directory." % (path, STATE_FILE))
         return None
     try:
-        state = json.loads(_files.read_bytes(state_path, "rotation state"))
+        state = json.loads(_files.read_bytes(state_path, "rotation state", sealing=sealing))
     except ValueError as exc:
         raise RotationStateError("%s is not valid JSON (%s): restore it from a backup or move the directory away." % (state_path, exc)) from exc
     missing = [name for name in _KIND_FILES.get(state.get("kind"), _CA_FILES) if not os.path.isfile(os.path.join(path, name))]
@@ -246,13 +256,13 @@ def load(path, kind=None):
                                  "if no node has seen its CA yet, move it away and start again." % (path, ", ".join(missing) or "none"))
     if kind is not None and state.get("kind") != kind:
         raise RotationStateError("%s holds a %s CA rotation, not a %s one: use a separate directory per CA kind." % (path, state.get("kind"), kind))
-    rotation = Rotation(path, state)
+    rotation = Rotation(path, state, sealing)
     if rotation.kind == KIND_SERVICE_ACCOUNT:
         if _pki.public_key_fingerprint(rotation.public_key(), "rotation service-account public key") != rotation.ca_fingerprint:
             raise RotationStateError("%s: %s does not match the fingerprint recorded in %s. The directory was altered: restore "
                                      "it." % (path, SA_PUBLIC_KEY, STATE_FILE))
         return rotation
-    if _pki.fingerprint(_files.read_bytes(rotation.file(CA_CERT), "rotation CA certificate")) != rotation.ca_fingerprint:
+    if _pki.fingerprint(rotation.ca_cert()) != rotation.ca_fingerprint:
         raise RotationStateError("%s: ca.crt does not match the fingerprint recorded in %s. The directory was altered: restore it." % (path, STATE_FILE))
     return rotation
 
@@ -293,26 +303,27 @@ def check_rotation_folder(path):
             "or make this one yours and private (chmod 0700); nothing was changed." % (path, stat.S_IMODE(facts.st_mode), facts.st_uid))
 
 
-def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None):
-    """Persist a new rotation atomically: keys and certificates land together, 0600, before anyone uses them."""
+def create(path, kind, previous_ca_crt, new_ca, previous_ca_key=None, sealing=None):
+    """Persist a new rotation atomically: keys and certificates land together, 0600 (sealed under `sealing`), before anyone
+    uses them."""
     files = [(CA_KEY, new_ca.key), (CA_CERT, new_ca.crt), (PREVIOUS_CA_CERT, previous_ca_crt)]
     if previous_ca_key:
         files.append((PREVIOUS_CA_KEY, previous_ca_key))
     marker = _pki.rotation_marker(new_ca.crt)
     return _create(path, kind, _pki.fingerprint(new_ca.crt), _pki.fingerprint(previous_ca_crt), files,
-                   rotation_id=marker["id"] if marker else None)
+                   rotation_id=marker["id"] if marker else None, sealing=sealing)
 
 
-def create_service_account(path, previous_public_key, new_key):
+def create_service_account(path, previous_public_key, new_key, sealing=None):
     """Persist a new service-account key rotation atomically (sa.key 0600, encrypted like a CA key) before any node sees it."""
     public = _pki.public_key_pem(new_key, "new service-account key")
     previous = _pki.public_key_pem(previous_public_key, "previous service-account public key")
     return _create(path, KIND_SERVICE_ACCOUNT, _pki.public_key_fingerprint(public), _pki.public_key_fingerprint(previous),
-                   ((SA_KEY, new_key), (SA_PUBLIC_KEY, public), (PREVIOUS_SA_PUBLIC_KEY, previous)))
+                   ((SA_KEY, new_key), (SA_PUBLIC_KEY, public), (PREVIOUS_SA_PUBLIC_KEY, previous)), sealing=sealing)
 
 
-def _create(path, kind, fingerprint, previous_fingerprint, files, rotation_id=None):
-    if load(path) is not None:
+def _create(path, kind, fingerprint, previous_fingerprint, files, rotation_id=None, sealing=None):
+    if load(path, sealing=sealing) is not None:
         raise RotationStateError("%s already holds a rotation: resume it, or archive it to start a new one." % path)
     parent = os.path.dirname(os.path.abspath(path))
     _files.ensure_private_dir(parent)
@@ -329,8 +340,8 @@ def _create(path, kind, fingerprint, previous_fingerprint, files, rotation_id=No
     try:
         os.chmod(staging, _files.PRIVATE_DIR_MODE)
         for name, data in files:  # the key first: nothing refers to a rotation whose key is not on disk
-            _files.atomic_write(os.path.join(staging, name), data)
-        _files.atomic_write(os.path.join(staging, STATE_FILE), _state_bytes(state))
+            _files.atomic_write(os.path.join(staging, name), data, sealing=sealing)
+        _files.atomic_write(os.path.join(staging, STATE_FILE), _state_bytes(state), sealing=sealing)
         if os.path.isdir(path):
             os.rmdir(path)  # empty (load() said so); rename cannot replace a directory
         os.rename(staging, path)
@@ -342,7 +353,7 @@ def _create(path, kind, fingerprint, previous_fingerprint, files, rotation_id=No
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Rotation(path, state)
+    return Rotation(path, state, sealing)
 
 
 def _now():
@@ -415,17 +426,18 @@ class SigningCA(NamedTuple):
     not_after: datetime.datetime
 
 
-def signing_ca(kind, ca_dir=None, secrets_file=None):
-    """The `kind` CA with its key, from a rotation directory (its new CA) or a secrets.yaml, checked to sign client certificates."""
+def signing_ca(kind, ca_dir=None, secrets_file=None, sealing=None):
+    """The `kind` CA with its key, from a rotation directory (its new CA) or a secrets.yaml (both read under `sealing`), checked
+    to sign client certificates."""
     if ca_dir:
-        rotation = load(ca_dir, kind=kind)
+        rotation = load(ca_dir, kind=kind, sealing=sealing)
         if rotation is None:
             raise ConfigError("ca_dir %s holds no %s rotation: give the rotation directory of the %s (<rotate_ca_dir>/%s), or "
                               "secrets_file." % (ca_dir, _CA_NAMES[kind], _CA_NAMES[kind], kind))
         ca, previous, source = rotation.ca(), rotation.previous_ca_cert(), "rotation directory %s" % rotation.path
     elif secrets_file:
         try:
-            crt, key = SecretsBundle.load(secrets_file).get_ca(kind)
+            crt, key = SecretsBundle.load(secrets_file, sealing=sealing).get_ca(kind)
         except ConfigError as error:
             raise ConfigError("%s Client certificates can only be issued with the CA's private key." % error) from None
         ca, previous, source = _pki.CertAndKey(crt, key), None, "secrets file %s (%s)" % (secrets_file, _SECRETS_NAMES[kind])

@@ -99,9 +99,9 @@ class TalosConfig:
         self._contexts()
 
     @classmethod
-    def load(cls, path):
-        """Read and parse the talosconfig at `path`."""
-        return cls.parse(read_bytes(path, "talosconfig"), path)
+    def load(cls, path, sealing=None):
+        """Read (in clear under `sealing`, a _files.Sealing) and parse the talosconfig at `path`."""
+        return cls.parse(read_bytes(path, "talosconfig", sealing=sealing), path)
 
     @classmethod
     def parse(cls, data, source="talosconfig"):
@@ -126,9 +126,9 @@ class TalosConfig:
         """The talosconfig as bytes."""
         return self._yaml.to_bytes()
 
-    def save(self, path):
-        """Write atomically with mode 0600 (it holds a private key)."""
-        atomic_write(path, self.to_bytes(), PRIVATE_FILE_MODE)
+    def save(self, path, sealing=None):
+        """Write atomically with mode 0600 (it holds a private key), sealed when `sealing` covers `path`."""
+        atomic_write(path, self.to_bytes(), PRIVATE_FILE_MODE, sealing=sealing)
         return path
 
     def _root(self):
@@ -323,9 +323,9 @@ class SecretsBundle:
         self._certs()
 
     @classmethod
-    def load(cls, path):
-        """Read and parse the secrets bundle at `path`."""
-        return cls.parse(read_bytes(path, "secrets bundle"), path)
+    def load(cls, path, sealing=None):
+        """Read (in clear under `sealing`, a _files.Sealing) and parse the secrets bundle at `path`."""
+        return cls.parse(read_bytes(path, "secrets bundle", sealing=sealing), path)
 
     @classmethod
     def parse(cls, data, source="secrets bundle"):
@@ -462,8 +462,9 @@ class SecretsBundle:
             before = _SECRETS_CERT_ORDER[:_SECRETS_CERT_ORDER.index(name)][::-1]  # the nearest preceding name first
             self._yaml.insert_entry(self._certs(), name, value, before, "certs", at_start=True)
 
-    def save(self, path, backup=True):
-        """Write `path` (0600, atomically); when its content changes and `backup`, first keep the old file.
+    def save(self, path, backup=True, sealing=None):
+        """Write `path` (0600, atomically, sealed when `sealing` covers it); when its content changes and `backup`, first keep
+        the old file.
 
         The old content goes to PATH.bak-<UTC timestamp> (0600): the only copy of the previous
         CA keys must not be lost. Returns the backup path, or None when none was written.
@@ -471,10 +472,10 @@ class SecretsBundle:
         data = self.to_bytes()
         backup_path = None
         if backup and os.path.lexists(path):
-            old = read_bytes(path, "secrets bundle")
+            old = read_bytes(path, "secrets bundle", sealing=sealing)
             if old != data:
-                backup_path = write_backup(path, old)
-        atomic_write(path, data, PRIVATE_FILE_MODE)
+                backup_path = write_backup(path, old, sealing=sealing)
+        atomic_write(path, data, PRIVATE_FILE_MODE, sealing=sealing)
         return backup_path
 
 

@@ -8,7 +8,6 @@ import base64
 import json
 import os
 
-import contextlib
 
 import pytest
 import yaml
@@ -48,17 +47,14 @@ def talos_ca_state(node):
 VAULT_PASSWORD = "the vault password of the AWX Vault credential"
 
 
-@contextlib.contextmanager
 def vault_readable():
-    """Let _files read what the job encrypted with the Vault credential's password (a sealing that writes nothing)."""
+    """A sealing that reads what the job encrypted with the Vault credential's password, and writes nothing."""
     vault = VaultLib([("default", VaultSecret(VAULT_PASSWORD.encode()))])
-    with _files.sealing(_files.Sealing(None, None, vault.decrypt)):
-        yield
+    return _files.Sealing(None, None, vault.decrypt)
 
 
 def rotation_file(rotation_dir, name):
-    with vault_readable():
-        return _files.read_bytes(os.path.join(rotation_dir, "talos", name), name)
+    return _files.read_bytes(os.path.join(rotation_dir, "talos", name), name, sealing=vault_readable())
 
 
 def new_ca(rotation_dir):
@@ -106,11 +102,10 @@ def private_keys(cluster, rotation_dir, *talosconfigs):
     with open(cluster.secrets_path, encoding="utf-8") as handle:
         certs = yaml.safe_load(handle)["certs"]
     keys = [base64.b64decode(entry["key"]) for entry in certs.values() if entry.get("key")]
-    with vault_readable():
-        for path in talosconfigs + (os.path.join(rotation_dir, "talos", "talosconfig"),
-                                    os.path.join(rotation_dir, "talos", "previous-talosconfig")):
-            if os.path.exists(path):
-                keys.append(TalosConfig.load(path).get_context().key)
+    for path in talosconfigs + (os.path.join(rotation_dir, "talos", "talosconfig"),
+                                os.path.join(rotation_dir, "talos", "previous-talosconfig")):
+        if os.path.exists(path):
+            keys.append(TalosConfig.load(path, sealing=vault_readable()).get_context().key)
     ca_key = os.path.join(rotation_dir, "talos", "ca.key")
     if os.path.exists(ca_key):
         keys.append(rotation_file(rotation_dir, "ca.key"))

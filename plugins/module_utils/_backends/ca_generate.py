@@ -72,11 +72,11 @@ KUBECONFIG_CLIENT_VALIDITY_HOURS = 8760
 WARN_BELOW_HOURS = 8760
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     if params["kind"] == _pki.KIND_SERVICE_ACCOUNT:
-        return _run_service_account(params, check_mode)
+        return _run_service_account(params, check_mode, sealing)
     warnings = check_validity(params)
-    rotation = _rotation_store.load(params["path"], kind=params["kind"])
+    rotation = _rotation_store.load(params["path"], kind=params["kind"], sealing=sealing)
     if params.get("rolled_back"):
         return _mark_rolled_back(rotation, params, check_mode)
     result = {"changed": False, "throwaway": False, "archived": None}
@@ -88,7 +88,7 @@ def run(params, check_mode=False, diff=False):
             result["warnings"] = [_resuming_warning(rotation)]
     resumed = rotation is not None
     if not resumed:
-        rotation = _create(params, check_mode)
+        rotation = _create(params, check_mode, sealing)
         result.update(changed=True, throwaway=check_mode)
         rotation.record("ca_generated", ca_fingerprint=rotation.ca_fingerprint, previous_ca_fingerprint=rotation.previous_ca_fingerprint)
     ca = rotation.ca()
@@ -96,18 +96,18 @@ def run(params, check_mode=False, diff=False):
     # A rotation started before the old key was kept: keep it now (once the rotation proved whole) if the cluster
     # still issues with that CA.
     if resumed and not rotation.has_previous_ca_key and params.get("previous_ca_source") and not check_mode:
-        result["changed"] |= _keep_previous_ca_key(rotation, params)
+        result["changed"] |= _keep_previous_ca_key(rotation, params, sealing)
     result.update(rotation.facts(), ca=_pki.describe_certificate(ca.crt), previous_ca=_pki.describe_certificate(rotation.previous_ca_cert()))
     if params["talosconfig"]:
-        result["talosconfig"] = _issue_talosconfig(params["talosconfig"], rotation, ca, check_mode)
+        result["talosconfig"] = _issue_talosconfig(params["talosconfig"], rotation, ca, check_mode, sealing)
         result["changed"] |= result["talosconfig"]["changed"]
         if result["talosconfig"]["changed"] and not check_mode:
             rotation.record("talosconfig_written", path=result["talosconfig"]["path"], context=result["talosconfig"]["context"])
     if params["previous_talosconfig"]:
-        result["previous_talosconfig"] = _keep_previous_talosconfig(params["previous_talosconfig"], check_mode)
+        result["previous_talosconfig"] = _keep_previous_talosconfig(params["previous_talosconfig"], check_mode, sealing)
         result["changed"] |= result["previous_talosconfig"]["changed"]
     if params["secrets_file"]:
-        result["secrets_file"] = _update_secrets(params["secrets_file"], rotation, ca, check_mode)
+        result["secrets_file"] = _update_secrets(params["secrets_file"], rotation, ca, check_mode, sealing)
         result["changed"] |= result["secrets_file"]["changed"]
         if result["secrets_file"]["changed"] and not check_mode:
             rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
@@ -123,14 +123,14 @@ def run(params, check_mode=False, diff=False):
     return result
 
 
-def _run_service_account(params, check_mode):
+def _run_service_account(params, check_mode, sealing):
     """The new service-account signing key, on disk before any node sees it; previous_ca is the current signing key's public
     key (PEM, or the hex of its DER as talos_cluster_info returns it; a private key is read for its public part only). No
     certificate: validity_hours does not apply."""
     for option in ("talosconfig", "previous_talosconfig", "return_key"):
         if params[option]:
             raise ConfigError("%s does not apply to kind=service_account (a signing key, not a CA)." % option)
-    rotation = _rotation_store.load(params["path"], kind=_pki.KIND_SERVICE_ACCOUNT)
+    rotation = _rotation_store.load(params["path"], kind=_pki.KIND_SERVICE_ACCOUNT, sealing=sealing)
     result = {"changed": False, "throwaway": False, "archived": None}
     if rotation is not None and params["start_new"]:
         # As for the CAs: only a rotation recorded as completed is archived; one in progress is resumed, with a warning.
@@ -161,14 +161,14 @@ def _run_service_account(params, check_mode):
         previous = _previous_public_pem(params["previous_ca"])
         key = _pki.generate_service_account_key(params["algorithm"])
         path = throwaway_dir() if check_mode else params["path"]
-        rotation = _rotation_store.create_service_account(path, previous, key)
+        rotation = _rotation_store.create_service_account(path, previous, key, sealing=sealing)
         result.update(changed=True, throwaway=check_mode)
         rotation.record("key_generated", ca_fingerprint=rotation.ca_fingerprint,
                         previous_ca_fingerprint=rotation.previous_ca_fingerprint)
     key = rotation.signing_key()
     result.update(rotation.facts(), algorithm=_pki.key_type(key, "rotation service-account key"))
     if params["secrets_file"]:
-        result["secrets_file"] = _update_secrets_service_account(params["secrets_file"], rotation, key, check_mode)
+        result["secrets_file"] = _update_secrets_service_account(params["secrets_file"], rotation, key, check_mode, sealing)
         result["changed"] |= result["secrets_file"]["changed"]
         if result["secrets_file"]["changed"] and not check_mode:
             rotation.record("secrets_file_updated", path=result["secrets_file"]["path"])
@@ -189,9 +189,9 @@ def _previous_public_key(text):
     return _pki.public_key_fingerprint(_previous_public_pem(text), "previous_ca")
 
 
-def _update_secrets_service_account(path, rotation, key, check_mode):
+def _update_secrets_service_account(path, rotation, key, check_mode, sealing):
     """certs.k8sserviceaccount.key := the new key, from the previous key only (another cluster's bundle is refused)."""
-    bundle = SecretsBundle.load(path)
+    bundle = SecretsBundle.load(path, sealing=sealing)
     current = _pki.public_key_fingerprint(bundle.get_service_account_key(), "%s certs.k8sserviceaccount.key" % path)
     if current == rotation.ca_fingerprint:
         return {"path": path, "changed": False, "backup": None}
@@ -202,7 +202,7 @@ def _update_secrets_service_account(path, rotation, key, check_mode):
     if check_mode:
         return {"path": path, "changed": True, "backup": None}
     bundle.set_service_account_key(key)
-    return {"path": path, "changed": True, "backup": bundle.save(path, backup=True)}
+    return {"path": path, "changed": True, "backup": bundle.save(path, backup=True, sealing=sealing)}
 
 
 def client_validity_hours(params):
@@ -235,15 +235,15 @@ def check_validity(params):
     return []
 
 
-def _keep_previous_talosconfig(options, check_mode):
+def _keep_previous_talosconfig(options, check_mode, sealing):
     """Copy the talosconfig in use before the rotation once (0600; encrypted under encrypt_dir): the old credentials
     the rotation proves refused at the end, and a backup. An existing copy is kept whatever the source has become."""
     outcome = {"path": options["dest"], "changed": False}
     if os.path.lexists(options["dest"]):
         return outcome
-    data = _files.read_bytes(options["src"], "talosconfig")
+    data = _files.read_bytes(options["src"], "talosconfig", sealing=sealing)
     if not check_mode:
-        _files.atomic_write(options["dest"], data)
+        _files.atomic_write(options["dest"], data, sealing=sealing)
     return dict(outcome, changed=True)
 
 
@@ -281,7 +281,7 @@ def _complete(rotation, check_mode):
     return outcome
 
 
-def _create(params, check_mode):
+def _create(params, check_mode, sealing):
     if not params["create"]:
         raise RotationStateError("no %s CA rotation in %s and create=false: the CA this step expects is missing. Restore the "
                                  "rotation directory from a backup; never start over once nodes have seen the CA." % (params["kind"], params["path"]))
@@ -298,8 +298,8 @@ def _create(params, check_mode):
     path = throwaway_dir() if check_mode else params["path"]
     previous_crt = _pki.split_pem_certificates(previous)[0]
     # The old CA's key lands with the new CA, before any node sees either: a rollback issues with it again.
-    previous_key = None if check_mode else _previous_ca_key(params, previous_crt)
-    return _rotation_store.create(path, params["kind"], previous_crt, new_ca, previous_ca_key=previous_key)
+    previous_key = None if check_mode else _previous_ca_key(params, previous_crt, sealing)
+    return _rotation_store.create(path, params["kind"], previous_crt, new_ca, previous_ca_key=previous_key, sealing=sealing)
 
 
 THROWAWAY_PREFIX = "talosops-pki-check-"
@@ -348,8 +348,8 @@ def _throwaway_is_over(folder):
     return False
 
 
-def _keep_previous_ca_key(rotation, params):
-    key = _previous_ca_key(params, rotation.previous_ca_cert())
+def _keep_previous_ca_key(rotation, params, sealing):
+    key = _previous_ca_key(params, rotation.previous_ca_cert(), sealing)
     if not key:
         return False
     rotation.keep_previous_ca_key(key)
@@ -357,13 +357,13 @@ def _keep_previous_ca_key(rotation, params):
     return True
 
 
-def _previous_ca_key(params, previous_crt):
+def _previous_ca_key(params, previous_crt, sealing):
     """The key of the CA being replaced, from the root secrets the endpoint (a control plane) holds; None without a
     source, or when the endpoint no longer issues with that CA (it has swapped)."""
     source = params.get("previous_ca_source")
     if not source:
         return None
-    root = run_async(_read_root(Target(source), params["kind"]))
+    root = run_async(_read_root(Target(source, sealing=sealing), params["kind"]))
     issuing = (root or {}).get("issuing_ca") or {}
     if not issuing.get("key") or _pki.fingerprint(issuing["crt"]) != _pki.fingerprint(previous_crt):
         return None
@@ -387,11 +387,11 @@ def _mark_rolled_back(rotation, params, check_mode):
     return dict(facts, rolled_back_to=_rotation_store.mark_rolled_back(rotation.path))
 
 
-def _issue_talosconfig(options, rotation, ca, check_mode):
+def _issue_talosconfig(options, rotation, ca, check_mode, sealing):
     """Write (or keep) a talosconfig context whose client cert comes from the rotation's CA."""
     server_cas = ca.crt + (rotation.previous_ca_cert() if options["trust_previous_ca"] else b"")
     try:
-        existing = TalosConfig.load(options["path"])
+        existing = TalosConfig.load(options["path"], sealing=sealing)
     except ConfigError:
         existing = None
     current = _current_context(existing, options["context"])
@@ -407,7 +407,7 @@ def _issue_talosconfig(options, rotation, ca, check_mode):
         desired_crt, desired_key = issued.crt, issued.key
     talosconfig = existing or TalosConfig.empty()
     talosconfig.set_context(TalosContext(options["context"], wanted[0], wanted[1], server_cas, desired_crt, desired_key), make_current=True)
-    talosconfig.save(options["path"])
+    talosconfig.save(options["path"], sealing=sealing)
     return outcome
 
 
@@ -439,8 +439,8 @@ def _client_reusable(context, ca, roles):
             and not_after - datetime.datetime.now(datetime.timezone.utc) > CLIENT_RENEW_BEFORE)
 
 
-def _update_secrets(path, rotation, ca, check_mode):
-    bundle = SecretsBundle.load(path)
+def _update_secrets(path, rotation, ca, check_mode, sealing):
+    bundle = SecretsBundle.load(path, sealing=sealing)
     current_crt, current_key = bundle.get_ca(rotation.kind)
     current_fingerprint = _pki.fingerprint(current_crt)
     if current_fingerprint == rotation.ca_fingerprint and current_key:
@@ -452,4 +452,4 @@ def _update_secrets(path, rotation, ca, check_mode):
     if check_mode:
         return {"path": path, "changed": True, "backup": None}
     bundle.set_ca(rotation.kind, ca.crt, ca.key)
-    return {"path": path, "changed": True, "backup": bundle.save(path, backup=True)}
+    return {"path": path, "changed": True, "backup": bundle.save(path, backup=True, sealing=sealing)}

@@ -47,12 +47,12 @@ ALERTS = (STATUS_WARN, STATUS_EXPIRED, STATUS_ERROR, STATUS_UNTRUSTED, STATUS_ST
 SECONDS_PER_DAY = 86400
 
 
-def run(params, check_mode=False, diff=False, now=None):
-    """Reads only, so check mode runs the same."""
+def run(params, check_mode=False, diff=False, sealing=None, now=None):
+    """Reads only, so check mode runs the same; vault-encrypted files are read in clear under `sealing`."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    report = Report(params, now)
+    report = Report(params, now, sealing)
     try:
-        target = Target(params)
+        target = Target(params, sealing=sealing)
         per_node, failures = run_async(_gather(target, params))
     except TalosPKIError as error:
         report.error("cluster", ", ".join(params.get("endpoints") or ()) or "talosconfig", str(error))
@@ -100,9 +100,10 @@ def status_of(days, warn_days):
 class Report:
     """The entries of one cluster's report, built from what the nodes and files hold."""
 
-    def __init__(self, params, now):
+    def __init__(self, params, now, sealing=None):
         self.params = params
         self.now = now
+        self.sealing = sealing  # how the files it checks are read (a _files.Sealing, or None)
         self.cluster = params.get("cluster")
         self.entries = []
         self.disagreements = {}
@@ -166,7 +167,7 @@ class Report:
 
     def add_file(self, path, what, certificates):
         try:
-            found = certificates(os.path.expanduser(path))
+            found = certificates(os.path.expanduser(path), self.sealing)
         except TalosPKIError as error:
             self.error(what, path, str(error))
             return
@@ -214,18 +215,18 @@ class Report:
                 "min_days_left": min(known_days) if known_days else None, "alerts": len(alerts)}
 
 
-def _talosconfig_certificates(path):
-    config = TalosConfig.load(path)
+def _talosconfig_certificates(path, sealing):
+    config = TalosConfig.load(path, sealing=sealing)
     return [("talos", "Talos API client certificate (context %s)" % name, "client certificate", config.get_context(name).crt)
             for name in config.context_names]
 
 
-def _kubeconfig_certificates(path):
-    config = Kubeconfig.load(path)
+def _kubeconfig_certificates(path, sealing):
+    config = Kubeconfig.load(path, sealing=sealing)
     return [("kubernetes", "Kubernetes API client certificate (context %s)" % name, "client certificate", config.credentials(name).crt)
             for name in config.names("contexts")]
 
 
-def _secrets_certificates(path):
-    bundle = SecretsBundle.load(path)
+def _secrets_certificates(path, sealing):
+    bundle = SecretsBundle.load(path, sealing=sealing)
     return [(name, TITLES[name], "secrets bundle", bundle.get_ca(kind)[0]) for name, kind in SECRETS_KINDS.items()]

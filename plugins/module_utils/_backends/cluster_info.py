@@ -51,7 +51,7 @@ NODES_NAMED = 5  # in a warning, before "and N more"
 _TRUST_FAILURES = ("unknown authority", "bad certificate", "unknown ca", "failed to verify certificate")
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     nodes = list(params["controlplanes"]) + list(params["workers"])
     duplicates = sorted({node for node in nodes if nodes.count(node) > 1})
     if duplicates:
@@ -63,14 +63,14 @@ def run(params, check_mode=False, diff=False):
     _check_required_progress_spec(params)
     # Files written only at the end of a rotation are checked now, before any node changes.
     if params["kubeconfig"] and os.path.lexists(os.path.expanduser(params["kubeconfig"])):
-        Kubeconfig.load(os.path.expanduser(params["kubeconfig"]))
-    bundle = SecretsBundle.load(params["secrets_file"]) if params["secrets_file"] else None
-    user_target = Target(params)
+        Kubeconfig.load(os.path.expanduser(params["kubeconfig"]), sealing=sealing)
+    bundle = SecretsBundle.load(params["secrets_file"], sealing=sealing) if params["secrets_file"] else None
+    user_target = Target(params, sealing=sealing)
     _check_writable(params, user_target)
     _check_endpoints(user_target)
     _check_client_usage(user_target)
-    target = _choose_credentials(params, user_target)
-    rotations = {kind: _rotation_store.load(path, kind=kind) for kind, path in params["rotation_dirs"].items() if path}
+    target = _choose_credentials(params, user_target, sealing)
+    rotations = {kind: _rotation_store.load(path, kind=kind, sealing=sealing) for kind, path in params["rotation_dirs"].items() if path}
     cluster = run_async(_gather(params, target, nodes))
     _name_nodes(cluster)
     label = _labeller(params["node_names"])
@@ -156,15 +156,15 @@ def _check_client_usage(target):
                           "wrote)." % (target.context.name, target.talosconfig_path, "+".join(usages)))
 
 
-def _choose_credentials(params, user_target):
+def _choose_credentials(params, user_target, sealing=None):
     """The rotation's new admin talosconfig once the endpoint trusts it, else the user's.
 
     Not once its rotation has completed: the user's talosconfig then holds the same CA's credentials, and a run that starts
     a new rotation archives the completed one and writes the new, not yet trusted, CA's credentials at the same path.
     """
     preferred = params.get("prefer_talosconfig")
-    if preferred and os.path.isfile(preferred) and not _completed_rotation_holds(preferred):
-        target = Target(dict(params, context=user_target.context.name), talosconfig=preferred)
+    if preferred and os.path.isfile(preferred) and not _completed_rotation_holds(preferred, sealing):
+        target = Target(dict(params, context=user_target.context.name), talosconfig=preferred, sealing=sealing)
         try:
             run_async(_version(target))
             return target
@@ -173,10 +173,10 @@ def _choose_credentials(params, user_target):
     return user_target
 
 
-def _completed_rotation_holds(talosconfig):
+def _completed_rotation_holds(talosconfig, sealing=None):
     """Whether `talosconfig` sits in the folder of a Talos API CA rotation recorded as completed."""
     try:
-        rotation = _rotation_store.load(os.path.dirname(os.path.abspath(talosconfig)), kind="talos")
+        rotation = _rotation_store.load(os.path.dirname(os.path.abspath(talosconfig)), kind="talos", sealing=sealing)
     except TalosPKIError:
         return False  # not a rotation folder of ours: the file is judged by whether the endpoint trusts it
     return rotation is not None and bool(rotation.completed)

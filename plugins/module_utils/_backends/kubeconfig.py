@@ -51,25 +51,25 @@ CLIENT_RENEW_BEFORE = datetime.timedelta(days=30)
 RENEW_FRACTION = 5
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     path = find_kubeconfig(params["path"])
     result = {"path": path, "changed": False, "backup": None}
     if not params["force"] and os.path.lexists(path):
         # Pinned: e.g. the kubeconfig from before a rotation, kept to prove it is refused at the end.
-        existing = Kubeconfig.load(path)
+        existing = Kubeconfig.load(path, sealing=sealing)
         return dict(result, kept="force=false and the file exists", **_facts(existing, None))
     if params["user"] is not None or params["groups"] is not None or params["reissue"]:
-        return _run_issuing(params, path, check_mode, diff)
-    target = Target(params)
+        return _run_issuing(params, path, check_mode, diff, sealing)
+    target = Target(params, sealing=sealing)
     fetched_bytes, root = run_async(_fetch(target, params["node"]))
-    fetched = Kubeconfig.parse(fetched_bytes, "kubeconfig from %s" % (params["node"] or target.endpoints[0]))
+    fetched = Kubeconfig.parse(fetched_bytes, "kubeconfig from %s" % (params["node"] or target.endpoints[0]), sealing=sealing)
     if params["name"]:
         fetched = fetched.renamed(params["name"])
     wanted = fetched.credentials(fetched.only_context())
     issuing = (root.get("issuing_ca") or {}).get("crt")
     known_cas = [issuing] if issuing else []
 
-    existing = Kubeconfig.load(path) if os.path.lexists(path) else None
+    existing = Kubeconfig.load(path, sealing=sealing) if os.path.lexists(path) else None
     _refuse_foreign_entry(existing, wanted, path)
     before = _existing_credentials(existing, wanted.context)
     reason = _still_fits(before, wanted, issuing)
@@ -88,8 +88,8 @@ def run(params, check_mode=False, diff=False):
     else:
         document = fetched
     if params["backup"] and existing is not None:
-        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "kubeconfig"))
-    document.save(path)
+        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "kubeconfig", sealing=sealing), sealing=sealing)
+    document.save(path, sealing=sealing)
     return result
 
 
@@ -200,7 +200,7 @@ def _facts(kubeconfig, known_cas):
 
 # --- credentials issued here, for users other than the admin -------------------------------
 
-def _run_issuing(params, path, check_mode, diff, now=None):
+def _run_issuing(params, path, check_mode, diff, sealing=None, now=None):
     """A user's kubeconfig (user, groups), or every user of this cluster in an existing file reissued (reissue)."""
     now = (now or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
     if params["reissue"] and (params["user"] is not None or params["groups"] is not None):
@@ -208,12 +208,12 @@ def _run_issuing(params, path, check_mode, diff, now=None):
                           "`groups`, or issue one user's kubeconfig without reissue.")
     if not params["reissue"] and not (params["user"] or "").strip():
         raise ConfigError("`groups` need `user`: the user name the client certificate is issued for (its CN).")
-    signer = _rotation_store.signing_ca(KIND_KUBERNETES, params["ca_dir"], params["secrets_file"])
+    signer = _rotation_store.signing_ca(KIND_KUBERNETES, params["ca_dir"], params["secrets_file"], sealing=sealing)
     lifetime = _rotation_store.client_lifetime(signer, params["validity_hours"], now)
-    existing = Kubeconfig.load(path) if params["reissue"] or os.path.lexists(path) else None
-    target = Target(params)
+    existing = Kubeconfig.load(path, sealing=sealing) if params["reissue"] or os.path.lexists(path) else None
+    target = Target(params, sealing=sealing)
     fetched_bytes, _root = run_async(_fetch(target, params["node"]))
-    fetched = Kubeconfig.parse(fetched_bytes, "kubeconfig from %s" % (params["node"] or target.endpoints[0]))
+    fetched = Kubeconfig.parse(fetched_bytes, "kubeconfig from %s" % (params["node"] or target.endpoints[0]), sealing=sealing)
     trusted = fetched.credentials(fetched.only_context())
     result = {"path": path, "changed": False, "backup": None}
     if _pki.fingerprint(signer.ca.crt) in _fingerprints(trusted.ca):
@@ -247,8 +247,8 @@ def _run_issuing(params, path, check_mode, diff, now=None):
     if not result["changed"] or check_mode:
         return result
     if params["backup"] and existing is not None:
-        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "kubeconfig"))
-    document.save(path)
+        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "kubeconfig", sealing=sealing), sealing=sealing)
+    document.save(path, sealing=sealing)
     return result
 
 

@@ -56,12 +56,12 @@ AGGREGATED_API_KINDS = (_pki.KIND_KUBERNETES, _pki.KIND_AGGREGATOR)
 POD_TEMPLATE_HASH = "pod-template-hash"
 
 
-def run(params, check_mode=False, diff=False):
-    rotation = _rotation_store.load(params["rotation_dir"])
+def run(params, check_mode=False, diff=False, sealing=None):
+    rotation = _rotation_store.load(params["rotation_dir"], sealing=sealing)
     if rotation is None:
         raise RotationStateError("no rotation in %s: give the rotation folder of the flow (talos, kubernetes, aggregator or "
                                  "service_account) whose consumers to list." % params["rotation_dir"])
-    _path, credentials, server_ca, servers = _kubernetes.api_targets(dict(params, api_servers=None))
+    _path, credentials, server_ca, servers = _kubernetes.api_targets(dict(params, api_servers=None), sealing)
     kind = rotation.kind
     report = {"talos_service_accounts": [], "ca_bundles": [], "aggregated_apis": [], "legacy_token_secrets": []}
     with _kubernetes.KubeAPI(credentials, server=servers[0], server_ca=server_ca, request_timeout=params["request_timeout"]) as api:

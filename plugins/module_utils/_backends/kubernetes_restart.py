@@ -46,15 +46,13 @@ ARGUMENT_SPEC = _kubernetes.with_kube_auth({
 REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     fingerprint = params["ca_fingerprint"].strip().lower().replace(":", "")
     if len(fingerprint) != 64 or any(char not in "0123456789abcdef" for char in fingerprint):
         raise ConfigError("ca_fingerprint must be the SHA-256 fingerprint of the new Kubernetes CA (64 hex digits), e.g. "
                           "talos_ca_generate's ca_fingerprint.")
-    credentials = Kubeconfig.load(find_kubeconfig(params["kubeconfig"])).credentials(params["context"])
-    server_ca = None
-    if params["server_ca"]:
-        server_ca = b"".join(_files.read_bytes(path, "server CA certificate") for path in params["server_ca"])
+    credentials = Kubeconfig.load(find_kubeconfig(params["kubeconfig"]), sealing=sealing).credentials(params["context"])
+    server_ca = _files.server_ca_bundle(params["server_ca"], sealing) if params["server_ca"] else None
     reports, problems = [], []
     restarted_at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     with _kubernetes.KubeAPI(credentials, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:

@@ -47,12 +47,12 @@ FRONT_PROXY_PROBE_HOURS = 1
 REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     if params["deadline"] <= 0 or params["retry_interval"] <= 0 or params["request_timeout"] <= 0:
         raise ConfigError("deadline, retry_interval and request_timeout must be positive numbers of seconds.")
     if params["refuse_unlisted_nodes"] and not params["nodes"]:
         raise ConfigError("refuse_unlisted_nodes needs nodes: the list of nodes that every Node the API lists must be one of.")
-    path, credentials, server_ca, servers = _kubernetes.api_targets(params)
+    path, credentials, server_ca, servers = _kubernetes.api_targets(params, sealing)
     deadline = time.monotonic() + params["deadline"]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(servers), 16)) as pool:
         outcomes = list(pool.map(lambda server: _verify_server(server, credentials, server_ca, params, deadline), servers))
@@ -65,7 +65,7 @@ def run(params, check_mode=False, diff=False):
     failed = sorted(server for server, outcome in per_server.items() if not outcome["report"]["ok"])
     result["failed_api_servers"] = failed
     if params["front_proxy"] and not failed:
-        probes = _front_proxy_probes(params["front_proxy"])
+        probes = _front_proxy_probes(params["front_proxy"], sealing)
         result["front_proxy"] = {"probes": {label: {"fingerprint": fingerprint, "expect": expect}
                                             for label, (fingerprint, expect, _probe) in probes.items()},
                                  "api_servers": {}}
@@ -88,15 +88,15 @@ def run(params, check_mode=False, diff=False):
     return result
 
 
-def _front_proxy_probes(options):
+def _front_proxy_probes(options, sealing=None):
     """{label: (CA fingerprint, expectation, client certificate)}: one short-lived front-proxy client certificate from
     the rotation's new CA, and one from the CA it replaces when its key is at hand (the secrets file still holding it)."""
-    rotation = _rotation_store.load(options["rotation_dir"], kind="aggregator")
+    rotation = _rotation_store.load(options["rotation_dir"], kind="aggregator", sealing=sealing)
     if rotation is None:
         raise RotationStateError("no aggregator CA rotation in %s: run talos_ca_generate kind=aggregator first." % options["rotation_dir"])
     probes = {"new": (rotation.ca_fingerprint, options["new_ca"], rotation.ca())}
     if options["secrets_file"]:
-        crt, key = SecretsBundle.load(options["secrets_file"]).get_ca("aggregator")
+        crt, key = SecretsBundle.load(options["secrets_file"], sealing=sealing).get_ca("aggregator")
         if _pki.fingerprint(crt) == rotation.previous_ca_fingerprint:
             probes["previous"] = (rotation.previous_ca_fingerprint, options["previous_ca"], _pki.CertAndKey(crt, key))
     return {label: (fingerprint, expect, _pki.issue_client_certificate(ca, roles=(), common_name=_kubernetes.FRONT_PROXY_CLIENT_NAME,

@@ -51,12 +51,12 @@ ARGUMENT_SPEC = _files.with_encryption(with_auth({
 ARGUMENT_RULES = {"mutually_exclusive": [("node", "nodes")], "required_one_of": [("node", "nodes")]}
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     _check_params(params)
-    rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"])
+    rotation = _rotation_store.load(params["rotation_dir"], kind=params["ca"], sealing=sealing)
     if rotation is None:
         raise RotationStateError("no %s CA rotation in %s: run talos_ca_generate for it first." % (params["ca"], params["rotation_dir"]))
-    target = Target(params)
+    target = Target(params, sealing=sealing)
     waves = params.get("nodes") is not None
     nodes = params["nodes"] if waves else [params["node"]]
     if check_mode:  # a dry run changes nothing: no run to outlive

@@ -93,7 +93,7 @@ def owner_pid():
     return os.getppid()
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):  # pylint: disable=unused-argument  # writes no sealed file
     if params["wait"] < 0:
         raise TalosPKIError("wait is %s: give the seconds to wait for a lock whose run is ending (0 or more)." % params["wait"])
     folder = os.path.abspath(params["path"])

@@ -77,9 +77,9 @@ FAILED_ROLLBACK_NEXT = ("fix the cause reported above, then rerun the same comma
                         "live state")
 
 
-def run(params, check_mode=False, diff=False):  # pylint: disable=unused-argument
+def run(params, check_mode=False, diff=False, sealing=None):  # pylint: disable=unused-argument
     phases = _check_phases(params)
-    rotation = _load(params)
+    rotation = _load(params, sealing)
     old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
     if check_mode:
         # Nothing was written: where the run's phases would take each node, from the preflight's reading.
@@ -104,7 +104,7 @@ def run(params, check_mode=False, diff=False):  # pylint: disable=unused-argumen
         "rotation_dir": None if params["throwaway"] else rotation.path,
         "audit_log": None if params["throwaway"] else rotation.facts()["audit_log_path"],
         "rolled_back_to": params["rolled_back_to"] if params["rollback"] else None,
-        "credentials": _credentials(params, check_mode),
+        "credentials": _credentials(params, check_mode, sealing),
     }
     summary.update((_rollback_state if params["rollback"] else _state)(params, nodes, check_mode, summary["rotation_dir"]))
     return {"changed": False, "summary": summary, "lines": _lines(summary, params["notes"])}
@@ -119,12 +119,12 @@ def _check_phases(params):
     return sorted(params["phases"], key=known.index)
 
 
-def _load(params):
+def _load(params, sealing):
     """The rotation: where a rollback moved it (rolled_back_to, once it exists), else rotation_dir."""
     path = params["rotation_dir"]
     if params["rollback"] and params["rolled_back_to"] and os.path.isdir(os.path.expanduser(params["rolled_back_to"])):
         path = os.path.expanduser(params["rolled_back_to"])
-    rotation = _rotation_store.load(path, kind=params["kind"])
+    rotation = _rotation_store.load(path, kind=params["kind"], sealing=sealing)
     if rotation is None:
         raise TalosPKIError("no %s CA rotation in %s: the summary needs the folder the rotation ran with." % (params["kind"], path))
     return rotation
@@ -298,7 +298,7 @@ def _rollback_state(params, nodes, check_mode, rotation_dir):  # pylint: disable
             "reached": reached, "next_step": params["next_step"] or next_step}
 
 
-def _credentials(params, check_mode):
+def _credentials(params, check_mode, sealing):
     """The admin credentials written at the end, with their client certificate's expiry."""
     found = []
     for what, spec, reader in (("talosconfig", params["talosconfig"], _talosconfig_certificate),
@@ -307,17 +307,17 @@ def _credentials(params, check_mode):
             continue
         entry = {"what": what, "path": spec["path"], "changed": bool(spec.get("changed"))}
         if not check_mode and os.path.isfile(os.path.expanduser(spec["path"])):
-            entry["not_after"] = _pki.describe_certificate(reader(os.path.expanduser(spec["path"]), spec.get("context")))["not_after"]
+            entry["not_after"] = _pki.describe_certificate(reader(os.path.expanduser(spec["path"]), spec.get("context"), sealing))["not_after"]
         found.append(entry)
     return found
 
 
-def _talosconfig_certificate(path, context):
-    return TalosConfig.load(path).get_context(context).crt
+def _talosconfig_certificate(path, context, sealing):
+    return TalosConfig.load(path, sealing=sealing).get_context(context).crt
 
 
-def _kubeconfig_certificate(path, context):
-    return Kubeconfig.load(path).credentials(context).crt
+def _kubeconfig_certificate(path, context, sealing):
+    return Kubeconfig.load(path, sealing=sealing).credentials(context).crt
 
 
 def _lines(summary, notes):

@@ -39,24 +39,24 @@ REQUIRED_LIBRARIES = (("urllib3", "urllib3"),)
 MIN_EXPIRATION_SECONDS = 600
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     if params["deadline"] <= 0 or params["retry_interval"] <= 0 or params["request_timeout"] <= 0:
         raise ConfigError("deadline, retry_interval and request_timeout must be positive numbers of seconds.")
     if params["expiration_seconds"] < MIN_EXPIRATION_SECONDS:
         raise ConfigError("expiration_seconds is %d: kube-apiserver issues tokens for at least %d seconds (10 minutes)."
                           % (params["expiration_seconds"], MIN_EXPIRATION_SECONDS))
-    _path, credentials, server_ca, servers = _kubernetes.api_targets(params)
+    _path, credentials, server_ca, servers = _kubernetes.api_targets(params, sealing)
     if params["state"] == "issued":
-        return _issue(params, credentials, server_ca, servers[0], check_mode)
+        return _issue(params, credentials, server_ca, servers[0], check_mode, sealing)
     if params["state"] == "legacy_report":
         return _legacy_report(params, credentials, server_ca, servers[0])
-    return _verify(params, credentials, server_ca, servers)
+    return _verify(params, credentials, server_ca, servers, sealing)
 
 
-def _issue(params, credentials, server_ca, server, check_mode):
+def _issue(params, credentials, server_ca, server, check_mode, sealing):
     result = {"changed": False, "path": params["path"], "state": "issued"}
     if os.path.lexists(params["path"]) and not params["force"]:
-        return dict(result, **token_facts(_read_token(params["path"])))
+        return dict(result, **token_facts(_read_token(params["path"], sealing)))
     if check_mode:
         return dict(result, changed=True)
     with _kubernetes.KubeAPI(credentials, server=server, server_ca=server_ca, request_timeout=params["request_timeout"]) as api:
@@ -66,7 +66,7 @@ def _issue(params, credentials, server_ca, server, check_mode):
         raise ConfigError("TokenRequest for service account %s failed: %s. The kubeconfig's user must be allowed to create "
                           "serviceaccounts/token (the admin kubeconfig is)." % (account, outcome.detail))
     token = outcome.value[0]
-    _files.atomic_write(params["path"], token.encode("ascii") + b"\n")
+    _files.atomic_write(params["path"], token.encode("ascii") + b"\n", sealing=sealing)
     return dict(result, changed=True, **token_facts(token))
 
 
@@ -112,8 +112,8 @@ def _kid_fingerprint(token):
         return None
 
 
-def _read_token(path):
-    token = _files.read_bytes(path, "service-account token").decode("ascii", "replace").strip()
+def _read_token(path, sealing):
+    token = _files.read_bytes(path, "service-account token", sealing=sealing).decode("ascii", "replace").strip()
     if token.count(".") != 2:
         raise ConfigError("%s does not hold a service-account token (a JWT: three base64url parts): write it with "
                           "talos_service_account_token state=issued." % path)
@@ -138,8 +138,8 @@ def token_facts(token):
             "age_seconds": int(time.time() - issued) if isinstance(issued, (int, float)) else None}
 
 
-def _verify(params, credentials, server_ca, servers):
-    token = _read_token(params["path"])
+def _verify(params, credentials, server_ca, servers, sealing):
+    token = _read_token(params["path"], sealing)
     deadline = time.monotonic() + params["deadline"]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(servers), 16)) as pool:
         reports = list(pool.map(lambda server: _verify_server(server, credentials, server_ca, token, params, deadline), servers))

@@ -54,22 +54,22 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 RENEW_FRACTION = 5
 
 
-def run(params, check_mode=False, diff=False, now=None):
+def run(params, check_mode=False, diff=False, sealing=None, now=None):
     now = (now or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
     if params["reissue"] and (params["roles"] is not None or params["name"] is not None):
         raise ConfigError("reissue=true keeps each context's roles and user name as its certificate has them: leave out "
                           "`roles` and `name`, or issue a new context without reissue.")
-    signer = _rotation_store.signing_ca(KIND_TALOS, params["ca_dir"], params["secrets_file"])
+    signer = _rotation_store.signing_ca(KIND_TALOS, params["ca_dir"], params["secrets_file"], sealing=sealing)
     lifetime = _rotation_store.client_lifetime(signer, params["validity_hours"], now)
     ca, previous_ca = signer.ca, signer.previous_crt
     server_ca = _server_ca_bundle(params, signer)
     ca_facts = _pki.describe_certificate(ca.crt)
     path = os.path.expanduser(params["path"])
     if params["reissue"]:
-        talosconfig = TalosConfig.load(path)
+        talosconfig = TalosConfig.load(path, sealing=sealing)
         plans = _reissue_plans(talosconfig, params, ca, previous_ca, path)
     else:
-        talosconfig = TalosConfig.load(path) if os.path.lexists(path) else None
+        talosconfig = TalosConfig.load(path, sealing=sealing) if os.path.lexists(path) else None
         plans = [_issue_plan(talosconfig, params, path)]
     decisions = [_decide(plan, ca, server_ca, lifetime, now) for plan in plans]
     changed = any(decision["action"] != "kept" for decision in decisions)
@@ -80,7 +80,7 @@ def run(params, check_mode=False, diff=False, now=None):
         return _with_diff(result, decisions, ca, path) if diff else result
     document = talosconfig
     if params["backup"] and talosconfig is not None:
-        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "talosconfig"))
+        result["backup"] = _files.write_backup(path, _files.read_bytes(path, "talosconfig", sealing=sealing), sealing=sealing)
     for decision in decisions:
         if decision["action"] == "kept":
             continue
@@ -90,10 +90,10 @@ def run(params, check_mode=False, diff=False, now=None):
         else:
             document.set_context(context, make_current=decision["plan"]["make_current"])
         decision["written"] = context
-    _save(document, path)
+    _save(document, path, sealing)
     if params["ca_dir"]:
         # In the rotation's audit log, as every change made with its CA (paths and context names only).
-        _rotation_store.load(params["ca_dir"], kind=KIND_TALOS).record(
+        _rotation_store.load(params["ca_dir"], kind=KIND_TALOS, sealing=sealing).record(
             "talosconfig_written", path=path, contexts=[decision["plan"]["context"] for decision in decisions
                                                         if decision["action"] != "kept"])
     result["contexts"] = [_public(decision, ca, server_ca, lifetime, now) for decision in decisions]
@@ -269,11 +269,11 @@ def _issue(decision, ca, server_ca, lifetime, now):
     return TalosContext(plan["context"], plan["endpoints"], plan["nodes"], server_ca, issued.crt, issued.key)
 
 
-def _save(document, path):
+def _save(document, path, sealing):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         _files.ensure_private_dir(folder)
-    document.save(path)
+    document.save(path, sealing=sealing)
 
 
 # --- public facts (never keys) -----------------------------------------------------------------

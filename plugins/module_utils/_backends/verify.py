@@ -30,12 +30,12 @@ VERSION_ROLES = frozenset(("os:admin", "os:operator", "os:reader"))
 APPLY_ROLES = frozenset(("os:admin",))
 
 
-def run(params, check_mode=False, diff=False):
+def run(params, check_mode=False, diff=False, sealing=None):
     if params["concurrency"] < 1 or params["deadline"] <= 0 or params["retry_interval"] <= 0:
         return {"failed": True, "msg": "concurrency must be >= 1 and deadline, retry_interval > 0."}
     if params["prove_roles"] and params["expect"] != "reachable":
         return {"failed": True, "msg": "prove_roles needs expect=reachable: roles are proven on nodes that accept the credentials."}
-    target = Target(params)
+    target = Target(params, sealing=sealing)
     results = run_async(_verify_all(params, target))
     failed = sorted(node for node, outcome in results.items() if not outcome["ok"])
     summary = {

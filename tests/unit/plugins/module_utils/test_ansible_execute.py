@@ -13,7 +13,7 @@ TOKEN = "abcdef.0123456789abcdef"
 
 
 def backend_raising(error):
-    def run(params, check_mode=False, diff=False):
+    def run(params, check_mode=False, diff=False, sealing=None):
         raise error
     return types.SimpleNamespace(__name__="ansible_collections.talosops.pki.plugins.module_utils._backends.machine_patch", run=run)
 

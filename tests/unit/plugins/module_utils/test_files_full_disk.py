@@ -85,7 +85,7 @@ def test_a_node_patched_whose_audit_entry_cannot_be_written_is_reported_as_patch
         def __exit__(self, *_exc_info):
             return None
     monkeypatch.setattr(machine_patch._rotation_store, "load", lambda *_args, **_kwargs: Rotation())
-    monkeypatch.setattr(machine_patch, "Target", lambda params: types.SimpleNamespace(client=Client, credentials=types.SimpleNamespace(crt=None)))
+    monkeypatch.setattr(machine_patch, "Target", lambda params, sealing=None: types.SimpleNamespace(client=Client, credentials=types.SimpleNamespace(crt=None)))
     monkeypatch.setattr(machine_patch, "RunGuard", lambda folder=None: Guard())
     monkeypatch.setattr(machine_patch, "_patch", patched)
     params = {name: spec.get("default") for name, spec in machine_patch.ARGUMENT_SPEC.items()}

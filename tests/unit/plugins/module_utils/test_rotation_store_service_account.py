@@ -65,9 +65,9 @@ def test_a_kind_mismatch_is_refused(tmp_path, keys):
 def test_the_key_is_vault_encrypted_when_a_secret_is_loaded(tmp_path, keys):
     vault = VaultLib([("default", VaultSecret(b"test-password"))])
     path = str(tmp_path / "rotation" / store.KIND_SERVICE_ACCOUNT)
-    with _files.sealing(_files.Sealing(str(tmp_path / "rotation"), vault.encrypt, vault.decrypt)):
-        store.create_service_account(path, keys[0], keys[1])
-        assert store.load(path).signing_key() == keys[1]
+    sealing = _files.Sealing(str(tmp_path / "rotation"), vault.encrypt, vault.decrypt)
+    store.create_service_account(path, keys[0], keys[1], sealing=sealing)
+    assert store.load(path, sealing=sealing).signing_key() == keys[1]
     with open(os.path.join(path, store.SA_KEY), "rb") as handle:
         sealed = handle.read()
     assert sealed.startswith(b"$ANSIBLE_VAULT") and b"PRIVATE KEY" not in sealed

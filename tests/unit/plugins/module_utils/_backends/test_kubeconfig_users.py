@@ -23,8 +23,8 @@ def fixture_cluster(monkeypatch, tmp_path):
     class FakeTarget:
         endpoints = ("10.5.0.2",)
 
-        def __init__(self, params):
-            self.params = params
+        def __init__(self, params, sealing=None):
+            self.params, self.sealing = params, sealing
 
     async def fake_fetch(_target, node):
         return cluster.fetch()

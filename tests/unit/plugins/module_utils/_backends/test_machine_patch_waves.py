@@ -35,7 +35,7 @@ def fixture_cluster(tmp_path, monkeypatch):
     client = FakeTalos(configs)
     rotation = make_rotation(tmp_path, "v1.15", "talos")
     guard = FakeGuard()
-    monkeypatch.setattr(machine_patch, "Target", lambda params: FakeTarget(client, current_ca("v1.15", "talos")))
+    monkeypatch.setattr(machine_patch, "Target", lambda params, sealing=None: FakeTarget(client, current_ca("v1.15", "talos")))
     monkeypatch.setattr(machine_patch, "RunGuard", guard)
     return client, rotation, guard
 
@@ -186,7 +186,7 @@ def test_kubernetes_ca_waves_wait_for_every_kubelet(tmp_path, monkeypatch, shape
     nodes = ["10.5.0.%d" % last for last in range(20, 24)]
     client = FakeTalos({node: reference_config(shape, "worker") for node in nodes})
     rotation = make_rotation(tmp_path, shape, "kubernetes")
-    monkeypatch.setattr(machine_patch, "Target", lambda params: FakeTarget(client, current_ca(shape, "talos")))
+    monkeypatch.setattr(machine_patch, "Target", lambda params, sealing=None: FakeTarget(client, current_ca(shape, "talos")))
     monkeypatch.setattr(machine_patch, "RunGuard", FakeGuard())
     result = machine_patch.run(params(rotation, ca="kubernetes", nodes=nodes, wait_kubelet=True, kubelet_timeout=10.0))
     assert result["changed_nodes"] == nodes
@@ -200,7 +200,7 @@ def test_kubernetes_ca_waves_wait_for_every_kubelet(tmp_path, monkeypatch, shape
 def test_service_account_waves_on_v115_control_planes(tmp_path, monkeypatch):
     client = FakeTalos({node: reference_config("v1.15", "controlplane") for node in CONTROL_PLANES})
     rotation = make_rotation(tmp_path, "v1.15", "service_account")
-    monkeypatch.setattr(machine_patch, "Target", lambda params: FakeTarget(client, current_ca("v1.15", "talos")))
+    monkeypatch.setattr(machine_patch, "Target", lambda params, sealing=None: FakeTarget(client, current_ca("v1.15", "talos")))
     monkeypatch.setattr(machine_patch, "RunGuard", FakeGuard())
     for phase in ("accept", "swap", "remove"):
         result = machine_patch.run(params(rotation, ca="service_account", nodes=CONTROL_PLANES, phase=phase), diff=True)

@@ -28,7 +28,7 @@ def fixture_root(monkeypatch, old_ca):
     async def read_root(target, kind):
         reads.append((target, kind))
         return held
-    monkeypatch.setattr(ca_generate, "Target", lambda source: source)
+    monkeypatch.setattr(ca_generate, "Target", lambda source, sealing=None: source)
     monkeypatch.setattr(ca_generate, "_read_root", read_root)
     return held, reads
 
@@ -53,9 +53,9 @@ def test_the_old_key_is_kept_with_the_new_ca_private(tmp_path, old_ca, root):
 
 def test_the_old_key_is_vault_encrypted_like_the_new_one(tmp_path, old_ca, root):
     vault = VaultLib([("default", VaultSecret(b"correct horse battery staple"))])
-    with _files.sealing(_files.Sealing(str(tmp_path), vault.encrypt, vault.decrypt)):
-        ca_generate.run(params(tmp_path / "talos", old_ca))
-        assert _rotation_store.load(str(tmp_path / "talos")).previous_ca().key == old_ca.key
+    sealing = _files.Sealing(str(tmp_path), vault.encrypt, vault.decrypt)
+    ca_generate.run(params(tmp_path / "talos", old_ca), sealing=sealing)
+    assert _rotation_store.load(str(tmp_path / "talos"), sealing=sealing).previous_ca().key == old_ca.key
     for name in (_rotation_store.CA_KEY, _rotation_store.PREVIOUS_CA_KEY):
         stored = (tmp_path / "talos" / name).read_bytes()
         assert stored.startswith(b"$ANSIBLE_VAULT;") and b"PRIVATE KEY" not in stored

@@ -225,10 +225,10 @@ def test_sealed_audit_lines_are_read_with_the_vault_secret(rotation_dir):
     def unseal(data):
         return base64.b64decode(data.split(b"\n", 1)[1])
 
-    with _files.sealing(_files.Sealing(rotation_dir, seal, unseal)):
-        _rotation_store.load(rotation_dir).record("node_patched", node=CP, phase="accept", progress_before="pending",
-                                                  progress_after="accepted", seconds=0.2)
-        summary = rotation_summary.run(params(rotation_dir, since=None))["summary"]
+    sealing = _files.Sealing(rotation_dir, seal, unseal)
+    _rotation_store.load(rotation_dir, sealing=sealing).record("node_patched", node=CP, phase="accept", progress_before="pending",
+                                                               progress_after="accepted", seconds=0.2)
+    summary = rotation_summary.run(params(rotation_dir, since=None), sealing=sealing)["summary"]
     with open(_rotation_store.load(rotation_dir).file(_rotation_store.AUDIT_LOG), encoding="utf-8") as handle:
         assert "node_patched" not in handle.read()  # sealed on disk
     assert [(row["before"], row["after"]) for row in summary["nodes"]][0] == ("pending", "accepted")

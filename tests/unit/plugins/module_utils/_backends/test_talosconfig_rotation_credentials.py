@@ -96,9 +96,9 @@ def test_under_a_vault_secret_the_file_is_sealed(tmp_path, rotation):
         return base64.b64decode(data.split(b"\n", 1)[1])
 
     path = tmp_path / "rotation" / "talos" / "talosconfig"
-    with _files.sealing(_files.Sealing(str(tmp_path / "rotation"), seal, unseal)):
-        talosconfig.run(params(path, rotation))
-        assert TalosConfig.load(str(path)).get_context("prod").endpoints == ("10.5.0.2",)
+    sealing = _files.Sealing(str(tmp_path / "rotation"), seal, unseal)
+    talosconfig.run(params(path, rotation), sealing=sealing)
+    assert TalosConfig.load(str(path), sealing=sealing).get_context("prod").endpoints == ("10.5.0.2",)
     assert path.read_bytes().startswith(_files.VAULT_HEADER) and b"PRIVATE KEY" not in path.read_bytes()
 
 

@@ -18,7 +18,7 @@ class RefusingClient:
 
 
 def test_a_node_error_quoting_its_config_is_masked_in_the_per_node_result(monkeypatch):
-    monkeypatch.setattr(verify, "Target", lambda params: types.SimpleNamespace(client=lambda **_kwargs: RefusingClient()))
+    monkeypatch.setattr(verify, "Target", lambda params, sealing=None: types.SimpleNamespace(client=lambda **_kwargs: RefusingClient()))
     params = {name: spec.get("default") for name, spec in verify.ARGUMENT_SPEC.items()}
     params.update({name: spec.get("default") for name, spec in AUTH_ARGUMENT_SPEC.items()})
     params.update(nodes=["10.5.0.2"], deadline=0.2, retry_interval=0.05)
