@@ -11,7 +11,7 @@ from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotatio
 from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_summary
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 
-from test_rotation_summary import ALL, CP, NAMES, SINCE, T, W1, W2, moved, preflight, stamp, wave, write_log
+from test_rotation_summary import ALL, CP, NAMES, SINCE, T, W1, W2, moved, preflight, stamp, wave, write_log  # pylint: disable=import-error
 
 CP2, CP3 = "10.5.0.3", "10.5.0.4"
 SA_NAMES = {CP: "cp-1", CP2: "cp-2", CP3: "cp-3"}
