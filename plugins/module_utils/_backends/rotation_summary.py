@@ -19,6 +19,7 @@ import os
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._node_service import ROLLBACK_SERVICE_ACCOUNT
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 ARGUMENT_SPEC = {
@@ -151,8 +152,7 @@ def run(params, check_mode=False, diff=False):  # pylint: disable=unused-argumen
 
 def _check_phases(params):
     if params["rollback"] and params["kind"] == _rotation_store.KIND_SERVICE_ACCOUNT:
-        raise ConfigError("rollback: a service-account key rotation has no rollback (the replaced signing key is not kept); "
-                          "finish it instead, or start a new one.")
+        raise ConfigError(ROLLBACK_SERVICE_ACCOUNT % ", ".join(params["phases"] or _rotation.ROLLBACK_PHASES))
     known = _rotation.ROLLBACK_PHASES if params["rollback"] else _rotation.PHASES
     unknown = [phase for phase in params["phases"] if phase not in known]
     if unknown or not params["phases"]:

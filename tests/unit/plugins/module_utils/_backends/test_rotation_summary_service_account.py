@@ -159,7 +159,7 @@ def test_keys_are_shown_by_fingerprint_and_algorithm_never_as_pem(sa_dir):
 
 
 def test_a_service_account_rotation_has_no_rollback_summary(sa_dir):
-    with pytest.raises(ConfigError, match="a service-account key rotation has no rollback"):
+    with pytest.raises(ConfigError, match="phase rollback_swap does not apply to ca=service_account: the replaced signing key is not kept"):
         rotation_summary.run(sa_params(sa_dir, rollback=True, phases=["rollback_swap"]))
 
 
