@@ -42,8 +42,9 @@ ARGUMENT_SPEC = {
     "kubeconfig": {"type": "dict"},
     "notes": {"type": "list", "elements": "str", "default": []},
     # kind service_account: talos_service_account_token's legacy_secrets (state=legacy_report), and whether the token of
-    # the old key was proven refused by every kube-apiserver (its state=refused).
-    "legacy_secrets": {"type": "list", "elements": "dict", "default": []},
+    # the old key was proven refused by every kube-apiserver (its state=refused). The report names the Secrets and the
+    # fingerprint of the key that signed each token; the tokens themselves are dropped before it is returned: not secret.
+    "legacy_secrets": {"type": "list", "elements": "dict", "default": [], "no_log": False},
     "old_token_refused": {"type": "bool", "default": False},
     # Printed by the action plugin as plain lines, a readable table (a module process cannot print).
     "show": {"type": "bool", "default": False},
