@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - talosops.pki._kubernetes
   - talosops.pki._attributes
   - talosops.pki._attributes.info_module
+  - talosops.pki._workload.restart_workloads
 options:
   rotation_dir:
     description:
@@ -49,31 +50,11 @@ options:
   restart_workloads:
     description:
       - The workloads the operator restarts (the role's C(rotate_ca_kubernetes_restart_workloads)). Each pod reported
-        gets C(restart_listed) - whether its workload is one of them.
+        gets C(restart_listed) - whether its workload is one of them; a workload counts as listed only for the rotations
+        its C(after) names.
     type: list
     elements: dict
     default: []
-    suboptions:
-      namespace:
-        description: Namespace of the workload.
-        type: str
-        required: true
-      kind:
-        description: Kind of the workload.
-        type: str
-        required: true
-        choices: [daemonset, deployment, statefulset]
-      name:
-        description: Name of the workload.
-        type: str
-        required: true
-      after:
-        description:
-          - The rotations after whose swap the role restarts it (V([kubernetes]) when not set); a workload counts as
-            listed only for those.
-        type: list
-        elements: str
-        choices: [talos, kubernetes, aggregator]
 seealso:
   - module: talosops.pki.talos_kubernetes_restart
   - module: talosops.pki.talos_service_account_token

@@ -20,6 +20,7 @@ description:
 extends_documentation_fragment:
   - talosops.pki._kubernetes
   - talosops.pki._attributes
+  - talosops.pki._workload
 attributes:
   check_mode:
     description: The patch is sent as a server-side dry run (C(dryRun=All)) - the API server validates and admits it, nothing is stored.
@@ -49,28 +50,6 @@ options:
     type: list
     elements: dict
     required: true
-    suboptions:
-      namespace:
-        description: Namespace of the workload.
-        type: str
-        required: true
-      kind:
-        description: Kind of the workload.
-        type: str
-        required: true
-        choices: [daemonset, deployment, statefulset]
-      name:
-        description: Name of the workload.
-        type: str
-        required: true
-      after:
-        description:
-          - The kinds of rotation after whose swap the workload is restarted - for example V(talos) for pods that read a
-            Talos API talosconfig from a C(talos.dev) ServiceAccount Secret, V(aggregator) for aggregated API servers.
-            V([kubernetes]) when not set.
-        type: list
-        elements: str
-        choices: [talos, kubernetes, aggregator]
 seealso:
   - module: talosops.pki.talos_kubernetes_verify
   - name: kubectl rollout restart

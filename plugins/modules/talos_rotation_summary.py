@@ -21,6 +21,11 @@ description:
     the next step, one row per node (inventory name, address, type, progress before -> after, a failed node marked), the
     CAs, the seconds of each phase and of each of its waves in which a node changed or failed, the admin credentials
     written with their client certificate's expiry.
+  - With O(kind=service_account), the service-account signing key's rotation - the same phases on the control planes, the
+    public keys' fingerprints and algorithms in place of the CAs, what was proven about tokens (O(old_token_refused)) and
+    the legacy token Secrets signed by the old key (O(legacy_secrets)).
+  - The secrets bundles (C(secrets.yaml)) this run wrote the new CA or key into are listed, from their audit entries.
+  - After a failure (O(failed)), a line says which CA each node has, by progress.
   - Tells apart a run that moved nodes, one that found nothing to do (with how to start a new rotation), check mode
     (what would change; no folder shown that check mode deletes) and a run that failed (where it stopped, how to resume).
   - Reads files only and never changes anything; no private key or certificate PEM is returned. A vault-encrypted audit
@@ -35,7 +40,7 @@ options:
       - The CA the rotation is about.
     type: str
     required: true
-    choices: [talos, kubernetes, aggregator]
+    choices: [talos, kubernetes, aggregator, service_account]
   rotation_dir:
     description:
       - The rotation folder of that CA (RV(talosops.pki.talos_ca_generate#module:path)).
@@ -128,6 +133,20 @@ options:
     type: list
     elements: str
     default: []
+  legacy_secrets:
+    description:
+      - With O(kind=service_account), RV(talosops.pki.talos_service_account_token#module:legacy_secrets) of its
+        V(legacy_report) - the legacy token Secrets; those signed by the old key (C(signed_by_listed_key)) are listed by
+        namespace and name (never their tokens).
+    type: list
+    elements: dict
+    default: []
+  old_token_refused:
+    description:
+      - With O(kind=service_account), every kube-apiserver was proven to refuse the token signed by the old key
+        (M(talosops.pki.talos_service_account_token) with V(state=refused)).
+    type: bool
+    default: false
 seealso:
   - module: talosops.pki.talos_machine_patch
   - module: talosops.pki.talos_cluster_info
@@ -175,7 +194,10 @@ summary:
       C(changed_nodes), C(failed_nodes) (addresses), C(started), C(finished) (epoch seconds), C(seconds); empty in check mode.
     - C(old_ca), C(new_ca) (C(fingerprint), C(not_after)), C(phases_run), C(phase_seconds) (per phase in which a node
       changed - its first wave's start to its last wave's end), C(credentials) (C(what), C(path), C(changed), C(not_after)),
-      C(rotation_dir) and C(audit_log) (null for a check-mode throwaway), C(rolled_back_to).
+      C(rotation_dir) and C(audit_log) (null for a check-mode throwaway), C(rolled_back_to), C(secrets_files) (the secrets
+      bundles this run updated). A service-account key has no expiry - C(not_after) is null - and an C(algorithm).
+    - C(tokens) (O(kind=service_account) only) - C(old_token) (what is known of the old key's token) and
+      C(legacy_secrets_of_old_key) (namespace/name).
   returned: success
   type: dict
 """

@@ -7,8 +7,9 @@
 Computed from the rotation's audit log (rotation_store: each node_patched entry says a node moved, each wave_patched entry
 how long a wave took), restricted to the entries this run wrote (`since`, the time the run took its lock). Check mode writes
 no entry: there the preflight's reading of the nodes is projected through the run's phases (rotation.desired_state with
-preview), which is where a real run would take them. Also the rollback's summary (`rollback`). Reads files only; changes
-nothing.
+preview), which is where a real run would take them. Also the rollback's summary (`rollback`), and the service-account
+signing key's rotation (kind service_account: public keys in place of CA certificates, control planes only). Reads files
+only; changes nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import os
 from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotation, _rotation_store
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError, RotationStateError, TalosPKIError
 from ansible_collections.talosops.pki.plugins.module_utils._kubeconfig import Kubeconfig
+from ansible_collections.talosops.pki.plugins.module_utils._node_service import ROLLBACK_SERVICE_ACCOUNT
 from ansible_collections.talosops.pki.plugins.module_utils._talosconfig import TalosConfig
 
 ARGUMENT_SPEC = {
-    "kind": {"type": "str", "required": True, "choices": ["talos", "kubernetes", "aggregator"]},
+    "kind": {"type": "str", "required": True, "choices": list(_rotation_store.ROTATION_KINDS)},
     "rotation_dir": {"type": "path", "required": True},
     "throwaway": {"type": "bool", "default": False},
     "controlplanes": {"type": "list", "elements": "str", "required": True},
@@ -39,11 +41,17 @@ ARGUMENT_SPEC = {
     "talosconfig": {"type": "dict"},
     "kubeconfig": {"type": "dict"},
     "notes": {"type": "list", "elements": "str", "default": []},
+    # kind service_account: talos_service_account_token's legacy_secrets (state=legacy_report), and whether the token of
+    # the old key was proven refused by every kube-apiserver (its state=refused). The report names the Secrets and the
+    # fingerprint of the key that signed each token; the tokens themselves are dropped before it is returned: not secret.
+    "legacy_secrets": {"type": "list", "elements": "dict", "default": [], "no_log": False},
+    "old_token_refused": {"type": "bool", "default": False},
     # Printed by the action plugin as plain lines, a readable table (a module process cannot print).
     "show": {"type": "bool", "default": False},
 }
 
-TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA", "aggregator": "Aggregator (front-proxy) CA"}
+TITLES = {"talos": "Talos API CA", "kubernetes": "Kubernetes API CA", "aggregator": "Aggregator (front-proxy) CA",
+          _rotation_store.KIND_SERVICE_ACCOUNT: "Service-account signing key"}
 TIERS = ("controlplane", "worker")
 # What a cluster whose every node reached a progress has, and what to run next.
 REACHED = {
@@ -55,11 +63,35 @@ REACHED = {
                         "run the remove phase (rotate_ca_phases: [remove])"),
     _rotation.REMOVED: ("rotation complete: every node trusts the new CA only", None),
 }
+# The service-account key's progress: control planes only, a signing key and accepted public keys rather than CAs.
+REACHED_SERVICE_ACCOUNT = {
+    _rotation.PENDING: ("not started: no control plane accepts the new public key yet", REACHED[_rotation.PENDING][1]),
+    _rotation.ACCEPTED: ("every control plane accepts the new public key; the old key still signs",
+                         REACHED[_rotation.ACCEPTED][1]),
+    _rotation.SWAPPED: ("every control plane signs with the new key and still accepts tokens of the old one",
+                        "once projected tokens are refreshed (rotate_ca_service_account_remove_wait counts from the swap), "
+                        "run the remove phase (rotate_ca_phases: [remove])"),
+    _rotation.REMOVED: ("rotation complete: every control plane accepts tokens of the new key only", None),
+}
+REACHED_BY_KIND = {_rotation_store.KIND_SERVICE_ACCOUNT: REACHED_SERVICE_ACCOUNT}
 # The same for a rollback, which takes nodes back towards pending: the state of the node furthest from it.
 ROLLED_BACK = {
     _rotation.PENDING: "rolled back: every node is on the old CA alone, the new CA is accepted nowhere",
     _rotation.ACCEPTED: "the old CA issues again on every node; the new CA is still accepted",
     _rotation.SWAPPED: "nodes still issue with the new CA",
+}
+# What a node at each progress has, told after a run that stopped with nodes part way (which CA each node has).
+HOLDS = {
+    _rotation.PENDING: "the old CA alone",
+    _rotation.ACCEPTED: "the old CA issues, the new one is also accepted",
+    _rotation.SWAPPED: "the new CA issues, the old one is still accepted",
+    _rotation.REMOVED: "the new CA alone",
+}
+HOLDS_SERVICE_ACCOUNT = {
+    _rotation.PENDING: "the old key alone",
+    _rotation.ACCEPTED: "the old key signs, the new public key is also accepted",
+    _rotation.SWAPPED: "the new key signs, the old public key is still accepted",
+    _rotation.REMOVED: "the new key alone",
 }
 ROLLBACK_DONE_NEXT = ("to rotate this CA later, run the role without rotate_ca_rollback: it starts a new rotation with a new "
                       "CA")
@@ -68,7 +100,11 @@ NEXT_STEPS_DONE = ("hand out talosconfigs to the other Talos API users from the 
 NEXT_STEPS_DONE_KUBERNETES = ("hand the new kubeconfig to the Kubernetes API's users (their old client certificates are "
                               "refused), and protect or archive {dir} (it holds the new CA's private key)")
 NEXT_STEPS_DONE_AGGREGATOR = "protect or archive {dir} (it holds the new CA's private key)"
-NEXT_STEPS_DONE_BY_KIND = {"talos": NEXT_STEPS_DONE, "kubernetes": NEXT_STEPS_DONE_KUBERNETES, "aggregator": NEXT_STEPS_DONE_AGGREGATOR}
+NEXT_STEPS_DONE_SERVICE_ACCOUNT = ("recreate the legacy token Secrets listed below, if any (the old key signed them: they are "
+                                   "never refreshed and are now refused), and protect or archive {dir} (it holds the new "
+                                   "signing key)")
+NEXT_STEPS_DONE_BY_KIND = {"talos": NEXT_STEPS_DONE, "kubernetes": NEXT_STEPS_DONE_KUBERNETES, "aggregator": NEXT_STEPS_DONE_AGGREGATOR,
+                           _rotation_store.KIND_SERVICE_ACCOUNT: NEXT_STEPS_DONE_SERVICE_ACCOUNT}
 NOTHING_TO_DO = ("nothing to do: the rotation in {dir} is already complete on every node. To rotate again, set "
                  "rotate_ca_start_new=true (a new CA, starting from the accept phase)")
 FAILED_NEXT = ("fix the cause reported above, then rerun the same command: it resumes from each node's live state, with the "
@@ -83,7 +119,7 @@ def run(params, check_mode=False, diff=False, sealing=None):  # pylint: disable=
     old, new = rotation.previous_ca_fingerprint, rotation.ca_fingerprint
     if check_mode:
         # Nothing was written: where the run's phases would take each node, from the preflight's reading.
-        moves, waves = {}, []
+        moves, waves, entries = {}, [], []
     else:
         since = _rotation_store.parse_time(params["since"]) if params["since"] else None
         entries = [entry for entry in rotation.entries(since) if entry.get("kind", params["kind"]) == params["kind"]]
@@ -95,8 +131,8 @@ def run(params, check_mode=False, diff=False, sealing=None):  # pylint: disable=
         "check_mode": check_mode,
         "failed": params["failed"],
         "nodes": nodes,
-        "old_ca": _describe(rotation.previous_ca_cert()),
-        "new_ca": _describe(rotation.ca_cert()),
+        "old_ca": _describe(rotation, previous=True),
+        "new_ca": _describe(rotation),
         "phases_run": phases,
         "waves": waves,
         "phase_seconds": _phase_seconds(waves, phases),
@@ -105,12 +141,19 @@ def run(params, check_mode=False, diff=False, sealing=None):  # pylint: disable=
         "audit_log": None if params["throwaway"] else rotation.facts()["audit_log_path"],
         "rolled_back_to": params["rolled_back_to"] if params["rollback"] else None,
         "credentials": _credentials(params, check_mode, sealing),
+        # Secrets bundles (secrets.yaml) this run wrote the new CA or key into.
+        "secrets_files": list(dict.fromkeys(entry["path"] for entry in entries
+                                            if entry.get("event") == "secrets_file_updated" and entry.get("path"))),
     }
+    if params["kind"] == _rotation_store.KIND_SERVICE_ACCOUNT:
+        summary["tokens"] = _tokens(params, check_mode)
     summary.update((_rollback_state if params["rollback"] else _state)(params, nodes, check_mode, summary["rotation_dir"]))
     return {"changed": False, "summary": summary, "lines": _lines(summary, params["notes"])}
 
 
 def _check_phases(params):
+    if params["rollback"] and params["kind"] == _rotation_store.KIND_SERVICE_ACCOUNT:
+        raise ConfigError(ROLLBACK_SERVICE_ACCOUNT % ", ".join(params["phases"] or _rotation.ROLLBACK_PHASES))
     known = _rotation.ROLLBACK_PHASES if params["rollback"] else _rotation.PHASES
     unknown = [phase for phase in params["phases"] if phase not in known]
     if unknown or not params["phases"]:
@@ -130,9 +173,27 @@ def _load(params, sealing):
     return rotation
 
 
-def _describe(crt):
-    facts = _pki.describe_certificate(crt)
+def _describe(rotation, previous=False):
+    """The fingerprint and expiry of the rotation's new (or previous) CA; a service-account key: its public key's
+    fingerprint and algorithm (a key does not expire)."""
+    if rotation.kind == _rotation_store.KIND_SERVICE_ACCOUNT:
+        public = rotation.previous_public_key() if previous else rotation.public_key()
+        return {"fingerprint": rotation.previous_ca_fingerprint if previous else rotation.ca_fingerprint, "not_after": None,
+                "algorithm": _pki.key_type(public, "service-account public key in %s" % rotation.path)}
+    facts = _pki.describe_certificate(rotation.previous_ca_cert() if previous else rotation.ca_cert())
     return {"fingerprint": facts["fingerprint_sha256"], "not_after": facts["not_after"]}
+
+
+def _tokens(params, check_mode):
+    """What the service-account flow proved about tokens: the old key's token, and the legacy token Secrets it signed."""
+    if params["old_token_refused"]:
+        old_token = "refused by every kube-apiserver"
+    elif check_mode:
+        old_token = "not checked in check mode"
+    else:
+        old_token = "accepted until the remove phase"
+    legacy = ["%s/%s" % (item.get("namespace"), item.get("name")) for item in params["legacy_secrets"] if item.get("signed_by_listed_key")]
+    return {"old_token": old_token, "legacy_secrets_of_old_key": legacy}
 
 
 def _moves(entries):
@@ -249,6 +310,7 @@ def _counts(nodes, rollback):
 def _state(params, nodes, check_mode, rotation_dir):
     """Headline, state reached and next step."""
     title = TITLES[params["kind"]]
+    reached_texts = REACHED_BY_KIND.get(params["kind"], REACHED)
     reached = _least([row["after"] for row in nodes])
     moved = [row for row in nodes if row["before"] != row["after"]]
     where = os.path.dirname(rotation_dir) if rotation_dir else "the rotation folder (rotate_ca_dir)"
@@ -267,11 +329,11 @@ def _state(params, nodes, check_mode, rotation_dir):
         headline = "%s %s: %s phase%s done%s" % (
             title, "rotated" if reached == _rotation.REMOVED else "rotation", ", ".join(phases),
             "s" if len(phases) > 1 else "", "" if moved else " (no node needed a change)")
-        next_step = REACHED.get(reached, (None, None))[1]
+        next_step = reached_texts.get(reached, (None, None))[1]
     if next_step is None and reached == _rotation.REMOVED and not params["failed"] and not check_mode and moved:
         next_step = NEXT_STEPS_DONE_BY_KIND[params["kind"]].format(dir=where)
     state = _counts(nodes, rollback=False) or (
-        REACHED[reached][0] if reached in REACHED else "nodes disagree: some node's CA is neither the old nor the new one")
+        reached_texts[reached][0] if reached in reached_texts else "nodes disagree: some node's CA is neither the old nor the new one")
     return {"headline": headline, "state": params["state"] or ("would be: " if check_mode else "") + state,
             "reached": reached, "next_step": params["next_step"] or next_step}
 
@@ -333,8 +395,17 @@ def _lines(summary, notes):
         lines.append("%-*s  %-*s  %-12s  %-8s  %s %s%s%s" % (
             width, row["name"], address_width, row["address"], row["tier"], row["before"], arrow, row["after"],
             "" if row["before"] != row["after"] else "  (unchanged)", "  (FAILED)" if row["failed"] else ""))
+    if summary["failed"]:
+        holds = HOLDS_SERVICE_ACCOUNT if summary["kind"] == _rotation_store.KIND_SERVICE_ACCOUNT else HOLDS
+        reached = [progress for progress in _rotation.PROGRESS if any(row["after"] == progress for row in summary["nodes"])]
+        lines.append("where the nodes stand: %s" % "; ".join(
+            "%s (%s): %s" % (progress, holds[progress], ", ".join(row["name"] for row in summary["nodes"] if row["after"] == progress))
+            for progress in reached))
     old, new = summary["old_ca"], summary["new_ca"]
-    if summary["rollback"]:
+    if "algorithm" in old:
+        lines.append("old key %s (%s); new key %s (%s)" % (old["fingerprint"][:16], old["algorithm"], new["fingerprint"][:16],
+                                                           new["algorithm"]))
+    elif summary["rollback"]:
         lines.append("old CA %s issues again (expires %s); new CA %s no longer accepted" % (
             old["fingerprint"][:16], old["not_after"], new["fingerprint"][:16]))
     else:
@@ -355,6 +426,12 @@ def _lines(summary, notes):
             lines.append("%s %s: %s; client certificate expires %s" % (
                 credential["what"], credential["path"], "updated" if credential["changed"] else "unchanged",
                 credential.get("not_after", "unknown")))
+    for path in summary["secrets_files"]:
+        lines.append("secrets bundle %s: holds the new %s" % (path, "key" if "algorithm" in old else "CA"))
+    if "tokens" in summary:
+        lines.append("token of the old key: %s" % summary["tokens"]["old_token"])
+        lines.append("legacy token Secrets signed by the old key (never refreshed; they stop working at remove): %s" % (
+            ", ".join(summary["tokens"]["legacy_secrets_of_old_key"]) or "none"))
     lines.extend(notes)
     if summary["rolled_back_to"]:
         lines.append("rotation folder %s %s (audit log inside)" % ("would be kept as" if summary["check_mode"] else "kept as",

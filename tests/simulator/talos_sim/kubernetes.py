@@ -7,7 +7,9 @@ and the kubernetes Python client can be pointed at it unchanged:
 
 * ``/version``, ``/healthz``, ``/livez``, ``/readyz``;
 * discovery: ``/api``, ``/apis`` (aggregated discovery ``apidiscovery.k8s.io/v2`` when the
-  client asks for it, legacy ``APIVersions``/``APIGroupList`` otherwise) and ``/api/v1``;
+  client asks for it, legacy ``APIVersions``/``APIGroupList`` otherwise), ``/api/v1``, and
+  ``/apis/{group}`` / ``/apis/{group}/{version}`` of the groups whose lists are served (``_API_GROUPS``:
+  APIServices, webhook configurations, Talos' ServiceAccounts once the cluster serves that CRD);
 * ``/api/v1/nodes`` and ``/api/v1/nodes/{name}``, as objects or, when the client sends
   ``as=Table`` in ``Accept`` (kubectl get), as server-side printed ``meta.k8s.io/v1`` Tables
   with the columns kube-apiserver prints (NAME STATUS ROLES AGE VERSION + wide columns);
@@ -92,9 +94,11 @@ in one page), JSON only (no protobuf/YAML: 406 if JSON is not acceptable), no Op
 no bearer tokens, authorisation is "``system:masters`` may do everything, other
 authenticated users may read discovery/version/health only" (RBAC's default bootstrap
 policy for those paths), client certificates must be issued directly by a trusted CA
-(no intermediates), the unknown-CA handshake failure described above, and the lists of ``_OBJECT_LISTS``
-and the apps/v1 workloads served without being advertised in ``/apis`` discovery (a client that resolves
-resources through discovery, as kubectl does, does not find them; the collection asks for the paths).
+(no intermediates), the unknown-CA handshake failure described above, the lists of ``_OBJECT_LISTS`` announced
+with the verb ``list`` only and answered as lists, never as server-side Tables (kubectl prints them itself), Talos'
+namespaced ServiceAccounts listed cluster-wide only, and pods and the apps/v1 workloads served without being
+advertised in discovery (a client that resolves resources through discovery, as kubectl does, does not find them;
+the collection asks for the paths).
 """
 
 from __future__ import annotations
@@ -159,6 +163,27 @@ _OBJECT_LISTS = {
     # Talos' "Talos API access from Kubernetes" CRD (machine.features.kubernetesTalosAPIAccess).
     "/apis/talos.dev/v1alpha1/serviceaccounts": ("serviceaccounts.talos.dev", "ServiceAccountList", "talos.dev/v1alpha1"),
 }
+# The API groups besides the core one whose lists above are served, announced in discovery as kube-apiserver announces
+# them (/apis, /apis/{group}, /apis/{group}/{version}): group -> (version, resources). A resource is announced only while
+# the cluster serves it (the view's ``kubernetes_objects`` answers a list, not None), a group only with one such resource:
+# the talos.dev group exists once Talos' CRD does. Verbs are those served here: list, cluster-wide.
+_API_GROUPS = {
+    "admissionregistration.k8s.io": ("v1", (
+        {"name": "mutatingwebhookconfigurations", "singularName": "mutatingwebhookconfiguration", "namespaced": False,
+         "kind": "MutatingWebhookConfiguration", "categories": ["api-extensions"]},
+        {"name": "validatingwebhookconfigurations", "singularName": "validatingwebhookconfiguration", "namespaced": False,
+         "kind": "ValidatingWebhookConfiguration", "categories": ["api-extensions"]},
+    )),
+    "apiregistration.k8s.io": ("v1", (
+        {"name": "apiservices", "singularName": "apiservice", "namespaced": False, "kind": "APIService",
+         "categories": ["api-extensions"]},
+    )),
+    # Talos' CRD is namespaced; only its cluster-wide list (kubectl get -A) is served here.
+    "talos.dev": ("v1alpha1", (
+        {"name": "serviceaccounts", "singularName": "serviceaccount", "namespaced": True, "kind": "ServiceAccount"},
+    )),
+}
+_GROUP_DISCOVERY_PATH = re.compile(r"/apis/([^/]+)(?:/([^/]+))?/?")
 _SECRET_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)")
 # One workload (GET, and PATCH with a strategic merge patch of the pod template, as `kubectl rollout restart` sends it).
 _WORKLOAD_PATH = re.compile(r"/apis/apps/v1/namespaces/([^/]+)/(deployments|daemonsets|statefulsets)/([^/]+)")
@@ -658,6 +683,10 @@ class KubeAPIServer:
         token_match = _TOKEN_REQUEST_PATH.fullmatch(path)
         if token_match is not None:
             return self._token_request(request, user, *(urllib.parse.unquote(part) for part in token_match.groups()))
+        group_match = _GROUP_DISCOVERY_PATH.fullmatch(path)
+        if group_match is not None and group_match.group(1) in self._served_groups():
+            # Discovery: readable by every authenticated user (RBAC's system:discovery covers /apis/*).
+            return self._group_discovery(request, *group_match.groups())
         if not user.is_admin and path not in _PUBLIC_PATHS:
             return self._forbidden(request, user, node_match)
         if not known:
@@ -671,7 +700,7 @@ class KubeAPIServer:
         if path in ("/api", "/api/"):
             return self._core_discovery(request)
         if path in ("/apis", "/apis/"):
-            return self._groups_discovery(request)
+            return self._groups_discovery(request, self._served_groups())
         if path in ("/api/v1", "/api/v1/"):
             return _json_response(self._core_v1_resources())
         if _query_flag(request.query, "watch"):
@@ -900,15 +929,43 @@ class KubeAPIServer:
                                             "serverAddress": "%s:%d" % (self.host, self.port)}],
         })
 
+    def _served_groups(self) -> dict:
+        """group -> (version, its resources the cluster serves now), for the groups with at least one."""
+        served = {}
+        for group, (version, resources) in _API_GROUPS.items():
+            found = tuple(resource for resource in resources if self._objects("%s.%s" % (resource["name"], group)) is not None)
+            if found:
+                served[group] = (version, found)
+        return served
+
     @staticmethod
-    def _groups_discovery(request: _Request) -> _Response:
-        # We serve no API group besides the core one; kube-apiserver's empty answer shapes.
+    def _groups_discovery(request: _Request, groups: dict) -> _Response:
+        """/apis: kube-apiserver's APIGroupList, or the aggregated APIGroupDiscoveryList (apidiscovery.k8s.io/v2)."""
         choice = _negotiate_discovery(request.headers.get("accept"))
         if choice is None:
             return _not_acceptable()
         if choice == "aggregated":
-            return _aggregated_response([])
-        return _json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+            return _aggregated_response([
+                {"metadata": {"name": group, "creationTimestamp": None},
+                 "versions": [{"version": version, "resources": [_aggregated_resource(group, version, resource)
+                                                                 for resource in resources], "freshness": "Current"}]}
+                for group, (version, resources) in sorted(groups.items())])
+        return _json_response({"kind": "APIGroupList", "apiVersion": "v1",
+                               "groups": [_api_group(group, version) for group, (version, _resources) in sorted(groups.items())]})
+
+    def _group_discovery(self, request: _Request, group: str, version: str | None) -> _Response:
+        """/apis/{group} (APIGroup) and /apis/{group}/{version} (APIResourceList) of a served group."""
+        if request.method not in ("GET", "HEAD"):
+            return _status_response(405, "the server does not allow this method on the requested resource")
+        if _negotiate_discovery(request.headers.get("accept")) is None:
+            return _not_acceptable()
+        served_version, resources = self._served_groups()[group]
+        if version is None:
+            return _json_response(dict(_api_group(group, served_version), kind="APIGroup", apiVersion="v1"))
+        if version != served_version:
+            return _status_response(404, "the server could not find the requested resource")
+        return _json_response({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "%s/%s" % (group, version),
+                               "resources": [_api_resource(group, version, resource) for resource in resources]})
 
     @staticmethod
     def _core_v1_resources() -> dict:
@@ -1181,6 +1238,36 @@ def _status_response(code: int, message: str, details: dict | None = None) -> _R
 
 def _not_acceptable() -> _Response:
     return _status_response(406, "only the following media types are accepted: application/json")
+
+
+def _api_group(group: str, version: str) -> dict:
+    """One group of an APIGroupList (also the body of an APIGroup)."""
+    group_version = {"groupVersion": "%s/%s" % (group, version), "version": version}
+    return {"name": group, "versions": [group_version], "preferredVersion": dict(group_version)}
+
+
+def _storage_version_hash(group: str, version: str, kind: str) -> str:
+    return base64.b64encode(hashlib.sha256(("%s/%s, Kind=%s" % (group, version, kind)).encode()).digest()[:8]).decode()
+
+
+def _api_resource(group: str, version: str, resource: dict) -> dict:
+    """One resource of an APIResourceList, as kube-apiserver lists it (verbs: those served here)."""
+    found = {"name": resource["name"], "singularName": resource["singularName"], "namespaced": resource["namespaced"],
+             "kind": resource["kind"], "verbs": ["list"]}
+    if resource.get("categories"):
+        found["categories"] = list(resource["categories"])
+    found["storageVersionHash"] = _storage_version_hash(group, version, resource["kind"])
+    return found
+
+
+def _aggregated_resource(group: str, version: str, resource: dict) -> dict:
+    """One resource of aggregated discovery (apidiscovery.k8s.io/v2 APIResourceDiscovery)."""
+    found = {"resource": resource["name"], "responseKind": {"group": group, "version": version, "kind": resource["kind"]},
+             "scope": "Namespaced" if resource["namespaced"] else "Cluster", "singularResource": resource["singularName"],
+             "verbs": ["list"]}
+    if resource.get("categories"):
+        found["categories"] = list(resource["categories"])
+    return found
 
 
 def _aggregated_response(items: list) -> _Response:
