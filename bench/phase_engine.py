@@ -39,9 +39,25 @@ machine, idle (load average under 1):
     MISS Kubernetes 3 + 20 vs one node at a time  45.5 s vs 219.9 s = 4.84x     target >= 5x
     MISS Kubernetes 3 + 20 vs the floor           45.5 s vs 36.0 s = 1.26x      target <= 1.20x
     PASS talos_verify of 100 nodes, one task      0.42 s (playbook 1.0 s)       target < 2 s
-What is left of the Talos 18.1 s: Ansible's argument check of the role on every host (2.1 s), the claim's 2 s settle
-before the other control planes, ~2 s per worker wave task (one machine config parsed and written per node, in one
+What was left of the Talos 18.1 s then: Ansible's argument check of the role on every host (2.1 s), the claim's 2 s
+settle before the other control planes, ~2 s per worker wave task (one machine config parsed and written per node, in one
 process), and ~40 run-once tasks at ~0.1 s each.
+
+After profiling those runs (cProfile in the backends, the simulator's event loop, a timestamp per output line), four
+changes: machine configs composed with libyaml (ruamel.yaml took 7 ms per compose, twice per node and phase: most of
+a worker wave); the role's arguments checked once instead of on every host (one cheap per-host task at the end keeps
+every node in the recap: 1.1 s per 100 hosts, 3.7 s per 300); the Kubernetes API requests made over urllib3 without
+the kubernetes client (importing it cost ~1.1 s in ansible-playbook's own process, in both flows); the simulator's
+event loop parsing applied configs with libyaml (it queued a 297-worker phase behind ~2 ms of pure-Python YAML per
+apply; baseline clusters gain the same). Main at efc5759, idle machine (load average under 1), one run:
+    PASS Talos 3 + 97 vs one node at a time       9.9 s vs 49.7 s = 5.04x       target >= 4x
+    PASS Talos 3 + 297 vs 3 + 97                  22.1 s vs 9.9 s = 2.24x       target <= 3x
+    PASS Talos 3 + 297 peak controller memory     262 MiB RSS (PSS 154 MiB)     target < 1024 MiB
+    PASS Kubernetes 3 + 20 vs one node at a time  42.1 s vs 218.6 s = 5.19x     target >= 5x
+    PASS Kubernetes 3 + 20 vs the floor           42.1 s vs 36.0 s = 1.17x      target <= 1.20x
+    PASS talos_verify of 100 nodes, one task      0.87 s (0.37-0.40 s in --only verify runs)   target < 2 s
+What is left: Talos, the claim's 2 s settle (the accept control-plane task, 2.4 s) and ~60 run-once tasks at 0.02-0.1 s;
+Kubernetes, 12 waves x (3 s restart + 0.15 s apply) = 37.8 s of the 42.1 s, the rest startup and run-once tasks.
 
 Usage: bench/phase_engine.py [--only talos|kubernetes|verify ...] [--forks 5] [--apply-delay 0.15]
                              [--controlplanes 3] [--workers 97] [--scale-workers 297]
