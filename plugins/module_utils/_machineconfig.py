@@ -244,26 +244,40 @@ def _tag(node):
     return getattr(node.tag, "value", node.tag)
 
 
+COMPOSER_LIBYAML = "libyaml"
+COMPOSER_RUAMEL = "ruamel.yaml"
+# Characters on which the two composers read a text differently: a byte order mark (libyaml drops it, also after
+# `---`; ruamel.yaml keeps it in the next key) and the YAML 1.1 line breaks NEL, LS and PS (line breaks to libyaml only).
+_RUAMEL_ONLY_CHARACTERS = ("\ufeff", "\x85", "\u2028", "\u2029")
+
+
 def compose_all(text):
-    """The node trees of the documents in `text` (nodes with value, style, flow_style, tag, start/end marks).
+    """The node trees of the documents in `text` (nodes with value, style, flow_style, tag, start/end marks)."""
+    return compose(text)[0]
+
+
+def compose(text):
+    """(documents, composer) - see compose_all.
 
     libyaml composes a machine config some 50 times faster than ruamel.yaml (0.1 ms against 7 ms for a
     commented worker config: most of a wave's time at a hundred nodes), with the same marks (character
     offsets, lines, columns) - tests/unit/.../test_machineconfig_composer.py compares the two node by node.
     Where they differ, ruamel.yaml composes: an empty plain value (`key:`, libyaml marks it at the colon,
-    ruamel.yaml at the next token), a text without a final line break (other end lines), a byte order mark.
-    Tags may differ (libyaml resolves plain scalars as YAML 1.1) but are only compared between two parses.
-    A text libyaml refuses goes to ruamel.yaml too, which reads it or words the error. libyaml takes a
-    little more than ruamel.yaml (a tab before a line break); the node's own parser still judges what is applied.
+    ruamel.yaml at the next token), a text without a final line break (other end lines), a byte order mark
+    anywhere, NEL / LS / PS characters (line breaks in YAML 1.1 only). A text libyaml refuses goes to
+    ruamel.yaml too, which reads it or words the error. libyaml takes a little more than ruamel.yaml (a tab
+    as a separator); the node's own parser still judges what is applied.
+    Tags and folded scalars may differ between the two (libyaml resolves plain scalars as YAML 1.1): shapes
+    are compared only between two compositions by the same composer (YAMLText.shape).
     """
-    if _LIBYAML_LOADER is not None and text.endswith("\n") and not text.startswith("\ufeff"):
+    if _LIBYAML_LOADER is not None and text.endswith("\n") and not any(char in text for char in _RUAMEL_ONLY_CHARACTERS):
         try:
             documents = list(_pyyaml.compose_all(text, Loader=_LIBYAML_LOADER))
         except _pyyaml.YAMLError:
             documents = None
         if documents is not None and _as_ruamel_composes(documents):
-            return documents
-    return list(YAML(typ="rt").compose_all(text))
+            return documents, COMPOSER_LIBYAML
+    return list(YAML(typ="rt").compose_all(text)), COMPOSER_RUAMEL
 
 
 def _as_ruamel_composes(nodes):
@@ -296,6 +310,7 @@ class YAMLText:
         self.source = source
         self.text = ""
         self.documents = []
+        self.composer = None
         self.indent_step = _DEFAULT_INDENT
         self.sequence_offset = _DEFAULT_INDENT
         self._load(text)
@@ -325,7 +340,7 @@ class YAMLText:
             raise ConfigError("the Python library ruamel.yaml is needed to read %s: install it on the controller "
                               "(pip install ruamel.yaml)." % self.source)
         try:
-            documents = compose_all(text)
+            documents, composer = compose(text)
         except YAMLError as exc:
             # The exception text quotes the offending line, which may hold key material: report position only.
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -338,6 +353,7 @@ class YAMLText:
                               "secrets bundle. Check the path, or fetch the file again." % self.source) from None
         self.text = text
         self.documents = documents
+        self.composer = composer
         self._infer_layout()
 
     def reload(self, text):
@@ -604,9 +620,12 @@ class YAMLText:
     def shape(self, skip):
         """A comparable picture of every node except the entries in `skip` ({(document index, key path)}).
 
-        Used before/after an edit to prove nothing outside the owned entries changed meaning or style.
+        Used before/after an edit to prove nothing outside the owned entries changed meaning or style. Two shapes
+        are equal when their pictures are, composed the same way: an edit can change which composer reads the text
+        (an empty value added or removed), and then both texts are composed again with ruamel.yaml to compare.
         """
-        return tuple(self._shape(doc, index, (), skip) for index, doc in enumerate(self.documents))
+        return _Shape(self, self.text, self.composer, skip,
+                      tuple(self._shape(doc, index, (), skip) for index, doc in enumerate(self.documents)))
 
     def _shape(self, node, doc_index, path, skip):
         if node is None:
@@ -623,6 +642,39 @@ class YAMLText:
             return ("mapping", _tag(node), bool(node.flow_style), tuple(entries))
         return ("sequence", _tag(node), bool(node.flow_style),
                 tuple(self._shape(item, doc_index, path + ("[%d]" % index,), skip) for index, item in enumerate(node.value)))
+
+
+class _Shape:
+    """YAMLText.shape's picture of one text, comparable with the picture of another text however each was composed."""
+
+    __hash__ = None
+
+    def __init__(self, yaml_text, text, composer, skip, picture):
+        self._yaml_text = yaml_text
+        self._text = text
+        self.composer = composer
+        self._skip = skip
+        self.picture = picture
+
+    def _ruamel_picture(self):
+        if self.composer == COMPOSER_RUAMEL:
+            return self.picture
+        documents = list(YAML(typ="rt").compose_all(self._text))
+        return tuple(self._yaml_text._shape(doc, index, (), self._skip) for index, doc in enumerate(documents))  # pylint: disable=protected-access
+
+    def __eq__(self, other):
+        if not isinstance(other, _Shape):
+            return NotImplemented
+        if self.composer == other.composer:
+            return self.picture == other.picture
+        try:
+            return self._ruamel_picture() == other._ruamel_picture()  # pylint: disable=protected-access
+        except YAMLError:  # a text only libyaml reads (a tab as a separator): not the same shape, the edit is refused
+            return False
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
 
 def _join(*parts):

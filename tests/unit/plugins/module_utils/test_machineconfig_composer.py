@@ -15,7 +15,8 @@ from ruamel.yaml import YAML
 
 from ansible_collections.talosops.pki.plugins.module_utils import _machineconfig
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
-from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import YAMLText
+from ansible_collections.talosops.pki.plugins.module_utils import _pki
+from ansible_collections.talosops.pki.plugins.module_utils._machineconfig import KIND_TALOS, MachineConfig, YAMLText
 
 from talos_reference import reference_path  # pylint: disable=import-error
 
@@ -86,14 +87,23 @@ def test_same_nodes_as_ruamel_on_hand_written_shapes(name):
     assert _libyaml(HAND_WRITTEN[name]) == _ruamel(HAND_WRITTEN[name])
 
 
-@pytest.mark.parametrize("text", ["machine:\n  ca:\n  token: x\n", "machine:\n  ca:\n    crt: x", "\ufeffmachine: {}\n"])
+@pytest.mark.parametrize("text", ["machine:\n  ca:\n  token: x\n", "machine:\n  ca:\n    crt: x", "\ufeffmachine: {}\n",
+                                  "a: b\n---\n\ufeffc: d\n", "a: b # c\u2028d: e\n", "a: 'b\x85c'\n", "a: \"\u2029\"\n"])
 def test_texts_the_composers_mark_differently_are_composed_by_ruamel(text, monkeypatch):
-    """An empty plain value, no final line break, a byte order mark: ruamel.yaml's marks, not libyaml's."""
-    expected = _ruamel(text)
+    """An empty plain value, no final line break, a byte order mark (also after `---`), NEL / LS / PS (line breaks to
+    libyaml only): ruamel.yaml composes, with its marks, or refuses with its error."""
+    try:
+        expected = _ruamel(text)
+    except Exception:  # pylint: disable=broad-except  # ruamel.yaml refuses it: so must the composer
+        expected = None
     calls = []
     real = YAML.compose_all
     monkeypatch.setattr(YAML, "compose_all", lambda self, value: calls.append(value) or real(self, value))
-    assert [_tree(document) for document in _machineconfig.compose_all(text)] == expected
+    if expected is None:
+        with pytest.raises(Exception):
+            _machineconfig.compose_all(text)
+    else:
+        assert [_tree(document) for document in _machineconfig.compose_all(text)] == expected
     assert calls == [text]
 
 
@@ -121,3 +131,21 @@ def test_what_libyaml_refuses_ruamel_decides(monkeypatch):
     with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML at line 3, column \d+"):
         YAMLText("machine:\n  type: worker\n   token: x\n", "bad.yaml")
     assert len(calls) == 1
+
+
+def test_an_edit_that_changes_the_composer_still_compares_like_with_like():
+    """An empty `acceptedCAs:` sends the config to ruamel.yaml; the edit fills it, so the edited text goes to libyaml. The
+    check that nothing else changed compares both with one composer: `0o666` (an int to YAML 1.2, a str to libyaml's
+    YAML 1.1) must not read as a change. Refused with "did not read back as intended" before."""
+    with open(reference_path("machineconfig-commented/controlplane.yaml"), encoding="utf-8") as handle:
+        text = handle.read()
+    assert "permissions: 0o666" in text
+    text = text.replace("\n    ca:\n", "\n    acceptedCAs:\n    ca:\n", 1)
+    config = MachineConfig.parse(text.encode("utf-8"), "controlplane.yaml")
+    assert config._yaml.composer == _machineconfig.COMPOSER_RUAMEL  # pylint: disable=protected-access
+    new = _pki.generate_ca("talos")
+    old_crt = config.get_ca(KIND_TALOS).issuing_crt
+    assert config.set_ca(KIND_TALOS, new.crt, new.key, [old_crt]) is True
+    assert config._yaml.composer == _machineconfig.COMPOSER_LIBYAML  # pylint: disable=protected-access
+    reread = MachineConfig.parse(config.to_bytes(), "controlplane.yaml").get_ca(KIND_TALOS)
+    assert reread.accepted == (old_crt,) or [_pki.fingerprint(crt) for crt in reread.accepted] == [_pki.fingerprint(old_crt)]
