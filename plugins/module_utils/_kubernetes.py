@@ -204,7 +204,7 @@ class KubeAPI:
             for item in _items(listing):
                 metadata = _mapping(item.get("metadata"))
                 annotations = _mapping(metadata.get("annotations"))
-                token = base64.b64decode(_mapping(item.get("data")).get("token") or "").decode("ascii", "replace")
+                token = _base64_text(_mapping(item.get("data")).get("token"))
                 found.append((metadata.get("namespace"), metadata.get("name"), annotations.get("kubernetes.io/service-account.name"),
                               token))
             return found
@@ -218,7 +218,9 @@ class KubeAPI:
             answer = self._request("POST", "/api/v1/namespaces/%s/serviceaccounts/%s/token" % (_segment(namespace), _segment(name)),
                                    body=body)
             status = _mapping(answer.get("status"))
-            return status.get("token"), status.get("expirationTimestamp")
+            if not isinstance(status.get("token"), str) or not status["token"]:
+                raise APIStatusError(502, "the TokenRequest answer holds no token")
+            return status["token"], status.get("expirationTimestamp")
         return self._outcome(call)
 
     def _workload_path(self, kind, namespace, name):
@@ -292,6 +294,16 @@ def _items(listing):
     """The objects of a list answer (the ones that are objects)."""
     items = listing.get("items")
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _base64_text(value):
+    """The text a Secret's base64 data field holds; "" when it is missing or not base64 (nothing to inspect)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        return base64.b64decode(value, validate=True).decode("ascii", "replace")
+    except ValueError:  # binascii.Error
+        return ""
 
 
 def _segment(text):

@@ -45,3 +45,19 @@ def test_list_items_are_the_objects_of_the_answer(listing, count):
 def test_names_are_one_path_segment():
     """A name with a slash cannot reach another path (names never have one; a typo must not address another object)."""
     assert _kubernetes._segment("a/b") == "a%2Fb"  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("value,text", [("dG9rZW4=", "token"), (None, ""), ("not base64!", ""), (12, "")])
+def test_a_secret_s_token_field_is_read_or_left_empty(value, text):
+    """A Secret whose token field is missing or not base64 is listed with no token, not a failure of the whole report."""
+    assert _kubernetes._base64_text(value) == text  # pylint: disable=protected-access
+
+
+def test_a_token_request_answer_without_a_token_is_an_error_outcome(monkeypatch):
+    """An answer without status.token is an HTTP error outcome naming why, not a None token for the caller to trip on."""
+    api = _kubernetes.KubeAPI.__new__(_kubernetes.KubeAPI)
+    api.server = "https://10.5.0.2:6443"
+    monkeypatch.setattr(api, "_request", lambda *args, **kwargs: {"status": {"expirationTimestamp": "2026-12-06T09:00:00Z"}},
+                        raising=False)
+    outcome = api.token_request("kube-system", "ci", 600)
+    assert outcome.kind == _kubernetes.HTTP_ERROR and "holds no token" in outcome.detail
