@@ -60,7 +60,7 @@ def test_v115_shape_passes_the_shape_check_and_the_service_account_flow_runs(mak
                                    "rotate_ca_service_account_algorithm": "rsa-2048"})
     assert run.returncode == 0, run.output[-3000:]
     assert "does not rotate the service-account key" not in run.output
-    assert "service-account key rotation (check mode: nothing was changed)" in run.output
+    assert "Service-account signing key rotation, check mode: nothing was changed" in run.output
     assert configs(cluster) == before
 
 
