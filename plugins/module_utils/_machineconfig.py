@@ -672,10 +672,6 @@ class _Shape:
         except YAMLError:  # a text only libyaml reads (a tab as a separator): not the same shape, the edit is refused
             return False
 
-    def __ne__(self, other):
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
 
 def _join(*parts):
     return ".".join(part for part in parts if part)

@@ -134,12 +134,12 @@ OUTCOMES = {
 }
 
 
-def rows(lines):
-    """The node rows as 'before after', arrows and markers dropped."""
+def rows(lines, names=None):
+    """The node rows (of the nodes in `names`, default NAMES) as 'before after', arrows and markers dropped."""
     found = []
     for line in lines:
         words = line.split()
-        if words and words[0] in NAMES.values():
+        if words and words[0] in (names or NAMES).values():
             found.append(" ".join(word for word in words[3:] if word not in ("->", "would", "be", "(unchanged)", "(FAILED)")))
     return found
 

@@ -11,7 +11,7 @@ from ansible_collections.talosops.pki.plugins.module_utils import _pki, _rotatio
 from ansible_collections.talosops.pki.plugins.module_utils._backends import rotation_summary
 from ansible_collections.talosops.pki.plugins.module_utils._errors import ConfigError
 
-from test_rotation_summary import ALL, CP, NAMES, SINCE, T, W1, W2, moved, preflight, stamp, wave, write_log  # pylint: disable=import-error
+from test_rotation_summary import ALL, CP, NAMES, SINCE, T, W1, W2, moved, preflight, rows, stamp, wave, write_log  # pylint: disable=import-error
 
 CP2, CP3 = "10.5.0.3", "10.5.0.4"
 SA_NAMES = {CP: "cp-1", CP2: "cp-2", CP3: "cp-3"}
@@ -115,15 +115,6 @@ OUTCOMES = {
 }
 
 
-def rows(lines):
-    found = []
-    for line in lines:
-        words = line.split()
-        if words and words[0] in SA_NAMES.values():
-            found.append(" ".join(word for word in words[3:] if word not in ("->", "would", "be", "(unchanged)", "(FAILED)")))
-    return found
-
-
 @pytest.mark.parametrize("outcome", OUTCOMES, ids=list(OUTCOMES))
 def test_each_service_account_outcome(sa_dir, outcome):
     entries, overrides, progress, check_mode, headline, state, next_step, expected_rows, expected_lines = OUTCOMES[outcome]
@@ -137,7 +128,7 @@ def test_each_service_account_outcome(sa_dir, outcome):
         assert summary["next_step"] is None
     else:
         assert summary["next_step"].startswith(next_step), summary["next_step"]
-    assert rows(result["lines"]) == expected_rows, result["lines"]
+    assert rows(result["lines"], SA_NAMES) == expected_rows, result["lines"]
     for line in expected_lines:
         assert line in result["lines"], result["lines"]
     assert [row["tier"] for row in summary["nodes"]] == ["controlplane"] * 3
